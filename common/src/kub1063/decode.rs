@@ -96,7 +96,13 @@ impl fmt::Display for Value {
                 let scale = 10u32.pow(u32::from(decimals));
                 let sign = if raw < 0 { "-" } else { "" };
                 let abs = raw.unsigned_abs();
-                write!(f, "{sign}{}.{:0width$}", abs / scale, abs % scale, width = usize::from(decimals))
+                write!(
+                    f,
+                    "{sign}{}.{:0width$}",
+                    abs / scale,
+                    abs % scale,
+                    width = usize::from(decimals)
+                )
             }
             Value::Bits(bits) => write!(f, "0x{bits:04X}"),
             Value::Scheme(scheme) => f.write_str(scheme.as_str()),
@@ -137,11 +143,17 @@ pub struct Reading {
 
 impl Reading {
     fn ok(value: Value) -> Self {
-        Reading { status: Status::Ok, value: Some(value) }
+        Reading {
+            status: Status::Ok,
+            value: Some(value),
+        }
     }
 
     fn special(status: Status) -> Self {
-        Reading { status, value: None }
+        Reading {
+            status,
+            value: None,
+        }
     }
 }
 
@@ -191,7 +203,10 @@ pub fn decode(register: &Register, raw: u16) -> Reading {
             0x7FFE => Reading::special(Status::Error),
             _ => quantity(signed, 1),
         },
-        Kind::Version => Reading::ok(Value::Version { major: raw / 100, minor: raw % 100 }),
+        Kind::Version => Reading::ok(Value::Version {
+            major: raw / 100,
+            minor: raw % 100,
+        }),
         Kind::Channel(kind) => match raw as i16 {
             -1 => Reading::special(Status::NotAssigned),
             n if n < 0 => Reading::special(Status::Error),
@@ -212,8 +227,14 @@ mod tests {
     fn check(table: Table, addr: u16, raw: u16, status: Status, shown: &str) {
         let register = register(table, RegisterAddr(addr)).expect("register in map");
         let reading = decode(register, raw);
-        assert_eq!(reading.status, status, "status of {addr:#06X} raw {raw:#06X}");
-        let text = reading.value.map(|v| v.to_string()).unwrap_or_else(String::new);
+        assert_eq!(
+            reading.status, status,
+            "status of {addr:#06X} raw {raw:#06X}"
+        );
+        let text = reading
+            .value
+            .map(|v| v.to_string())
+            .unwrap_or_else(String::new);
         assert_eq!(text, shown, "value of {addr:#06X} raw {raw:#06X}");
     }
 
@@ -285,7 +306,10 @@ mod tests {
 
     #[test]
     fn quantity_as_f64() {
-        let v = Value::Quantity { raw: -53, decimals: 1 };
+        let v = Value::Quantity {
+            raw: -53,
+            decimals: 1,
+        };
         assert!((v.as_f64() + 5.3).abs() < 1e-9);
     }
 }

@@ -42,11 +42,27 @@ macro_rules! row {
      [$a0:expr, $a1:expr, $a2:expr, $a3:expr], [$r0:expr, $r1:expr, $r2:expr, $r3:expr],
      $d0:expr, $d1:expr, $d2:expr, $d3:expr, $d4:expr, $d5:expr, $ver:expr) => {
         &[
-            (0x0081, $do1), (0x0082, $do2), (0x00A2, $do3),
-            (0x0083, $p), (0x0084, $h), (0x0085, $co2), (0x0086, $nh3),
-            (0x00C0, $a0), (0x00C1, $a1), (0x00C2, $a2), (0x00C3, $a3),
-            (0x00C4, $r0), (0x00C5, $r1), (0x00C6, $r2), (0x00C7, $r3),
-            (0x00D0, $d0), (0x00D1, $d1), (0x00D2, $d2), (0x00D3, $d3), (0x00D4, $d4), (0x00D5, $d5),
+            (0x0081, $do1),
+            (0x0082, $do2),
+            (0x00A2, $do3),
+            (0x0083, $p),
+            (0x0084, $h),
+            (0x0085, $co2),
+            (0x0086, $nh3),
+            (0x00C0, $a0),
+            (0x00C1, $a1),
+            (0x00C2, $a2),
+            (0x00C3, $a3),
+            (0x00C4, $r0),
+            (0x00C5, $r1),
+            (0x00C6, $r2),
+            (0x00C7, $r3),
+            (0x00D0, $d0),
+            (0x00D1, $d1),
+            (0x00D2, $d2),
+            (0x00D3, $d3),
+            (0x00D4, $d4),
+            (0x00D5, $d5),
             (0x0301, $ver),
         ]
     };
@@ -86,7 +102,11 @@ mod tests {
         let decoded = snapshot(id).expect("snapshot").image().decode();
         let mut out = Vec::new();
         for key in keys {
-            let field = decoded.fields.iter().find(|f| f.register.key == *key).expect("field present");
+            let field = decoded
+                .fields
+                .iter()
+                .find(|f| f.register.key == *key)
+                .expect("field present");
             let shown = match field.reading.value {
                 Some(v) if field.reading.status == Status::Ok => v.to_string(),
                 _ => String::from(field.reading.status.as_str()),
@@ -97,7 +117,11 @@ mod tests {
     }
 
     fn bits(id: char, group: Group) -> Vec<u8> {
-        let mask = snapshot(id).expect("snapshot").image().group_mask(group).expect("group read");
+        let mask = snapshot(id)
+            .expect("snapshot")
+            .image()
+            .group_mask(group)
+            .expect("group read");
         flags_of(mask).map(Flag::bit).collect()
     }
 
@@ -106,43 +130,85 @@ mod tests {
         decoded.outputs_on.iter().map(|o| o.key).collect()
     }
 
-    const MAIN: &[&str] = &["pressure", "humidity", "co2", "nh3", "ventilation_target", "ventilation_level",
-        "ventilation_scheme", "day_counter", "temp_target", "temp_inside", "software_version"];
+    const MAIN: &[&str] = &[
+        "pressure",
+        "humidity",
+        "co2",
+        "nh3",
+        "ventilation_target",
+        "ventilation_level",
+        "ventilation_scheme",
+        "day_counter",
+        "temp_target",
+        "temp_inside",
+        "software_version",
+    ];
 
     #[test]
     fn snapshot_a_latest() {
-        check('A', MAIN, "pressure=25.7 humidity=48.1 co2=2600 nh3=disabled ventilation_target=28.9 \
+        check(
+            'A',
+            MAIN,
+            "pressure=25.7 humidity=48.1 co2=2600 nh3=disabled ventilation_target=28.9 \
             ventilation_level=28.9 ventilation_scheme=base day_counter=41 temp_target=24.8 temp_inside=25.5 \
-            software_version=4.14");
+            software_version=4.14",
+        );
         assert_eq!(bits('A', Group::ActiveAlarms), [0u8; 0]);
         assert_eq!(bits('A', Group::RegisteredAlarms), [24]);
-        assert_eq!(outputs('A'), ["gnv_base_1", "grv_base_1_run", "alarm_relay"]);
+        assert_eq!(
+            outputs('A'),
+            ["gnv_base_1", "grv_base_1_run", "alarm_relay"]
+        );
     }
 
     #[test]
     fn snapshot_b_pressure_break() {
-        check('B', &["pressure", "humidity", "co2", "temp_inside"], "pressure=break humidity=52.4 co2=1761 temp_inside=24.0");
+        check(
+            'B',
+            &["pressure", "humidity", "co2", "temp_inside"],
+            "pressure=break humidity=52.4 co2=1761 temp_inside=24.0",
+        );
         assert_eq!(bits('B', Group::ActiveAlarms), [41]);
         assert_eq!(outputs('B'), ["grv_base_1_run", "heater_1", "alarm_relay"]);
     }
 
     #[test]
     fn snapshot_c_co2_break() {
-        check('C', &["pressure", "co2", "temp_inside"], "pressure=17.7 co2=break temp_inside=24.4");
+        check(
+            'C',
+            &["pressure", "co2", "temp_inside"],
+            "pressure=17.7 co2=break temp_inside=24.4",
+        );
         assert_eq!(bits('C', Group::ActiveAlarms), [24]);
     }
 
     #[test]
     fn snapshot_d_hot() {
-        check('D', &["ventilation_target", "ventilation_level", "temp_inside"],
-            "ventilation_target=91.2 ventilation_level=100.0 temp_inside=30.2");
+        check(
+            'D',
+            &["ventilation_target", "ventilation_level", "temp_inside"],
+            "ventilation_target=91.2 ventilation_level=100.0 temp_inside=30.2",
+        );
         assert_eq!(bits('D', Group::RegisteredAlarms), [57]);
-        assert_eq!(outputs('D'), ["gnv_base_1", "gnv_base_2", "gnv_base_3", "gnv_base_4", "alarm_relay"]);
+        assert_eq!(
+            outputs('D'),
+            [
+                "gnv_base_1",
+                "gnv_base_2",
+                "gnv_base_3",
+                "gnv_base_4",
+                "alarm_relay"
+            ]
+        );
     }
 
     #[test]
     fn snapshot_e_after_reset() {
-        check('E', &["ventilation_level", "temp_inside"], "ventilation_level=47.7 temp_inside=26.0");
+        check(
+            'E',
+            &["ventilation_level", "temp_inside"],
+            "ventilation_level=47.7 temp_inside=26.0",
+        );
         assert_eq!(bits('E', Group::RegisteredAlarms), [0u8; 0]);
         assert_eq!(outputs('E'), ["gnv_base_1", "gnv_base_2", "grv_base_1_run"]);
     }
@@ -151,9 +217,23 @@ mod tests {
     fn snapshot_f_g_h() {
         check('F', &["co2", "temp_inside"], "co2=4430 temp_inside=23.9");
         assert_eq!(outputs('F'), ["grv_base_1_run", "heater_1", "alarm_relay"]);
-        check('G', &["pressure", "co2", "day_counter"], "pressure=break co2=break day_counter=39");
+        check(
+            'G',
+            &["pressure", "co2", "day_counter"],
+            "pressure=break co2=break day_counter=39",
+        );
         assert_eq!(bits('G', Group::ActiveAlarms), [24, 41]);
-        check('H', &["ventilation_scheme", "ventilation_level", "temp_inside"], "ventilation_scheme=tunnel ventilation_level=0.0 temp_inside=25.3");
-        assert_eq!(snapshot('h').expect("H").image().group_mask(Group::ActiveAlarms), None);
+        check(
+            'H',
+            &["ventilation_scheme", "ventilation_level", "temp_inside"],
+            "ventilation_scheme=tunnel ventilation_level=0.0 temp_inside=25.3",
+        );
+        assert_eq!(
+            snapshot('h')
+                .expect("H")
+                .image()
+                .group_mask(Group::ActiveAlarms),
+            None
+        );
     }
 }

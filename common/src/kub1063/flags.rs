@@ -48,10 +48,9 @@ impl Group {
 
     /// Combines the group's four words (lowest address first) into its 64-bit mask.
     pub fn mask(words: [u16; 4]) -> u64 {
-        words
-            .iter()
-            .enumerate()
-            .fold(0u64, |mask, (i, word)| mask | (u64::from(*word) << (16 * i)))
+        words.iter().enumerate().fold(0u64, |mask, (i, word)| {
+            mask | (u64::from(*word) << (16 * i))
+        })
     }
 
     /// Splits a 64-bit mask into the group's four words, lowest address first.
@@ -95,12 +94,14 @@ impl Flag {
 
 /// The set bits of `mask`, lowest first, each with its catalogue entry where there is one.
 pub fn flags_of(mask: u64) -> impl Iterator<Item = Flag> {
-    (0u8..64).filter(move |bit| mask & (1u64 << bit) != 0).map(|bit| {
-        match ALARM_BITS.binary_search_by_key(&bit, |b| b.bit) {
-            Ok(i) => Flag::Known(&ALARM_BITS[i]),
-            Err(_) => Flag::Undocumented(bit),
-        }
-    })
+    (0u8..64)
+        .filter(move |bit| mask & (1u64 << bit) != 0)
+        .map(
+            |bit| match ALARM_BITS.binary_search_by_key(&bit, |b| b.bit) {
+                Ok(i) => Flag::Known(&ALARM_BITS[i]),
+                Err(_) => Flag::Undocumented(bit),
+            },
+        )
 }
 
 const fn a(bit: u8, key: &'static str, en: &'static str, ru: &'static str) -> AlarmBit {
@@ -161,8 +162,20 @@ pub struct OutputBit {
     pub ru: &'static str,
 }
 
-const fn o(register: u16, bit: u8, key: &'static str, en: &'static str, ru: &'static str) -> OutputBit {
-    OutputBit { register: RegisterAddr(register), bit, key, en, ru }
+const fn o(
+    register: u16,
+    bit: u8,
+    key: &'static str,
+    en: &'static str,
+    ru: &'static str,
+) -> OutputBit {
+    OutputBit {
+        register: RegisterAddr(register),
+        bit,
+        key,
+        en,
+        ru,
+    }
 }
 
 /// Every documented digital-output bit, in register and bit order. 0x00A2 bit 5 is timer 2
@@ -229,10 +242,14 @@ mod tests {
         let flags: Vec<Flag> = flags_of((1 << 24) | (1 << 41) | (1 << 57) | (1 << 3)).collect();
         assert_eq!(flags.len(), 4);
         assert_eq!(flags[0], Flag::Undocumented(3));
-        let Flag::Known(pressure) = flags[2] else { panic!("bit 41 is documented") };
+        let Flag::Known(pressure) = flags[2] else {
+            panic!("bit 41 is documented")
+        };
         assert_eq!(pressure.en, "Pressure sensor break");
         assert_eq!(pressure.ru, "Обрыв датчика отрицательного давления");
-        let Flag::Known(hot) = flags[3] else { panic!("bit 57 is documented") };
+        let Flag::Known(hot) = flags[3] else {
+            panic!("bit 57 is documented")
+        };
         assert_eq!(hot.key, "high_inside_temperature");
         assert_eq!(hot.ru, "Высокая внутренняя температура");
     }
@@ -240,8 +257,16 @@ mod tests {
     #[test]
     fn catalogues_are_sorted_and_unique() {
         assert!(ALARM_BITS.windows(2).all(|w| w[0].bit < w[1].bit));
-        assert!(ALARM_BITS.iter().all(|b| b.bit < 64 && !b.en.is_empty() && !b.ru.is_empty()));
-        assert!(OUTPUT_BITS.windows(2).all(|w| (w[0].register, w[0].bit) < (w[1].register, w[1].bit)));
+        assert!(
+            ALARM_BITS
+                .iter()
+                .all(|b| b.bit < 64 && !b.en.is_empty() && !b.ru.is_empty())
+        );
+        assert!(
+            OUTPUT_BITS
+                .windows(2)
+                .all(|w| (w[0].register, w[0].bit) < (w[1].register, w[1].bit))
+        );
         assert_eq!(OUTPUT_BITS.len(), 16 + 16 + 6);
     }
 }

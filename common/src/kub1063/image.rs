@@ -14,7 +14,9 @@ pub struct Image {
 
 impl Default for Image {
     fn default() -> Self {
-        Image { words: alloc::vec![None; REGISTERS.len()] }
+        Image {
+            words: alloc::vec![None; REGISTERS.len()],
+        }
     }
 }
 
@@ -92,12 +94,19 @@ impl Image {
             .iter()
             .zip(&self.words)
             .filter_map(|(register, word)| {
-                word.map(|raw| Field { register, raw, reading: decode(register, raw) })
+                word.map(|raw| Field {
+                    register,
+                    raw,
+                    reading: decode(register, raw),
+                })
             })
             .collect();
         let groups = Group::ALL
             .iter()
-            .filter_map(|&group| self.group_mask(group).map(|mask| GroupState { group, mask }))
+            .filter_map(|&group| {
+                self.group_mask(group)
+                    .map(|mask| GroupState { group, mask })
+            })
             .collect();
         let outputs_on = OUTPUT_BITS
             .iter()
@@ -106,11 +115,17 @@ impl Image {
                     .is_some_and(|word| word & (1 << bit.bit) != 0)
             })
             .collect();
-        Decoded { fields, groups, outputs_on }
+        Decoded {
+            fields,
+            groups,
+            outputs_on,
+        }
     }
 }
 
 fn index(table: Table, addr: RegisterAddr) -> Option<usize> {
     register(table, addr)?;
-    REGISTERS.binary_search_by(|r| (r.table, r.addr).cmp(&(table, addr))).ok()
+    REGISTERS
+        .binary_search_by(|r| (r.table, r.addr).cmp(&(table, addr)))
+        .ok()
 }

@@ -168,7 +168,11 @@ pub fn latch_anchor(addr: RegisterAddr) -> Option<RegisterAddr> {
 pub static LATCH_ANCHORS: &[(RegisterAddr, &[RegisterAddr])] = &[
     (
         RegisterAddr(0x0081),
-        &[RegisterAddr(0x0081), RegisterAddr(0x0082), RegisterAddr(0x00A2)],
+        &[
+            RegisterAddr(0x0081),
+            RegisterAddr(0x0082),
+            RegisterAddr(0x00A2),
+        ],
     ),
     (RegisterAddr(0x00C0), &group(0x00C0)),
     (RegisterAddr(0x00C4), &group(0x00C4)),
@@ -202,7 +206,15 @@ const fn reg(
     en: &'static str,
     ru: &'static str,
 ) -> Register {
-    Register { addr: RegisterAddr(addr), table, key, kind, unit, en, ru }
+    Register {
+        addr: RegisterAddr(addr),
+        table,
+        key,
+        kind,
+        unit,
+        en,
+        ru,
+    }
 }
 
 use ChannelKind::{AnalogInput as AI, AnalogOutput as AO, Relay};
@@ -346,24 +358,53 @@ mod tests {
 
     #[test]
     fn map_is_sorted_unique_and_named() {
-        assert!(REGISTERS.windows(2).all(|w| (w[0].table, w[0].addr) < (w[1].table, w[1].addr)));
+        assert!(
+            REGISTERS
+                .windows(2)
+                .all(|w| (w[0].table, w[0].addr) < (w[1].table, w[1].addr))
+        );
         let mut keys: alloc::vec::Vec<&str> = REGISTERS.iter().map(|r| r.key).collect();
         keys.sort_unstable();
         keys.dedup();
         assert_eq!(keys.len(), REGISTERS.len());
-        assert!(REGISTERS.iter().all(|r| !r.en.is_empty() && !r.ru.is_empty()));
+        assert!(
+            REGISTERS
+                .iter()
+                .all(|r| !r.en.is_empty() && !r.ru.is_empty())
+        );
         // Input: 0x81–0x9F (31), 0xA2, 0xC0–0xD6 (23), 0x301. Holding: 0x20, 0x3F, 0x100–0x13D (62).
-        assert_eq!(REGISTERS.iter().filter(|r| r.table == Table::Input).count(), 56);
-        assert_eq!(REGISTERS.iter().filter(|r| r.table == Table::Holding).count(), 64);
+        assert_eq!(
+            REGISTERS.iter().filter(|r| r.table == Table::Input).count(),
+            56
+        );
+        assert_eq!(
+            REGISTERS
+                .iter()
+                .filter(|r| r.table == Table::Holding)
+                .count(),
+            64
+        );
     }
 
     #[test]
     fn latch_anchors_follow_the_sheet() {
-        assert_eq!(latch_anchor(RegisterAddr(0x0082)), Some(RegisterAddr(0x0081)));
-        assert_eq!(latch_anchor(RegisterAddr(0x00A2)), Some(RegisterAddr(0x0081)));
+        assert_eq!(
+            latch_anchor(RegisterAddr(0x0082)),
+            Some(RegisterAddr(0x0081))
+        );
+        assert_eq!(
+            latch_anchor(RegisterAddr(0x00A2)),
+            Some(RegisterAddr(0x0081))
+        );
         assert_eq!(latch_anchor(RegisterAddr(0x0081)), None);
-        assert_eq!(latch_anchor(RegisterAddr(0x00C3)), Some(RegisterAddr(0x00C0)));
-        assert_eq!(latch_anchor(RegisterAddr(0x00CF)), Some(RegisterAddr(0x00CC)));
+        assert_eq!(
+            latch_anchor(RegisterAddr(0x00C3)),
+            Some(RegisterAddr(0x00C0))
+        );
+        assert_eq!(
+            latch_anchor(RegisterAddr(0x00CF)),
+            Some(RegisterAddr(0x00CC))
+        );
         assert_eq!(latch_anchor(RegisterAddr(0x00C4)), None);
         assert_eq!(latch_anchor(RegisterAddr(0x0083)), None);
         assert_eq!(Table::Input.read_function(), 4);

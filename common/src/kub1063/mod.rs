@@ -14,8 +14,8 @@ pub use decode::{Reading, Status, Value, decode};
 pub use flags::{ALARM_BITS, AlarmBit, Flag, Group, OUTPUT_BITS, OutputBit, flags_of};
 pub use image::{Decoded, Field, GroupState, Image};
 pub use map::{
-    ChannelKind, Kind, LATCH_ANCHORS, REGISTERS, Register, RegisterAddr, Table, Unit,
-    latch_anchor, register,
+    ChannelKind, Kind, LATCH_ANCHORS, REGISTERS, Register, RegisterAddr, Table, Unit, latch_anchor,
+    register,
 };
 
 /// Holding register that clears registered alarms and warnings when 1 is written to it (FC06).

@@ -1,0 +1,244 @@
+//! The agent's HTTP API (axum): the only module that knows HTTP and JSON. Everything but `/health`
+//! needs `Authorization: Bearer <token>`; every error is JSON `{"error": {"code", "message"}}`.
+
+mod dto;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::devices::Registry;
+use crate::modbus::ErrorClass;
+
+#[derive(Clone)]
+struct AppState {
+    registry: Registry,
+    token: Arc<str>,
+}
+
+/// Binds `addr` and serves until the task is aborted.
+pub(crate) async fn bind(
+    addr: SocketAddr,
+    registry: Registry,
+    token: String,
+) -> anyhow::Result<(SocketAddr, impl Future<Output = ()>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("Failed to bind the API on {addr}"))?;
+    let local = listener.local_addr()?;
+    let app = router(AppState {
+        registry,
+        token: token.into(),
+    });
+    let serve = async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "API server stopped");
+        }
+    };
+    Ok((local, serve))
+}
+
+fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/devices", get(list_devices))
+        .route("/api/v1/devices/{id}", get(device))
+        .route("/api/v1/devices/{id}/reset-alarms", post(reset_alarms))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/health", get(health))
+        .merge(api)
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this endpoint",
+            )
+        })
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.trim().as_bytes(), state.token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid bearer token",
+        )
+        .into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <token>` (see `constella token`)",
+        )
+        .into_response(),
+    }
+}
+
+/// Compares without an early exit, so response time does not reveal how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health() -> Json<dto::Health> {
+    Json(dto::Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+async fn list_devices(State(state): State<AppState>) -> Json<dto::DeviceList> {
+    Json(dto::DeviceList {
+        devices: state
+            .registry
+            .snapshot()
+            .iter()
+            .map(dto::DeviceSummary::from_state)
+            .collect(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceQuery {
+    lang: Option<String>,
+}
+
+async fn device(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<DeviceQuery>, QueryRejection>,
+) -> Result<Json<dto::DeviceDetail>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let lang = match query.lang.as_deref() {
+        None | Some("en") => dto::Lang::En,
+        Some("ru") => dto::Lang::Ru,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "lang `{other}` is not `en` or `ru`"
+            )));
+        }
+    };
+    let (_, device) = find(&state, &id)?;
+    Ok(Json(dto::DeviceDetail::from_state(&device, lang)))
+}
+
+async fn reset_alarms(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<dto::ResetDone>, ApiError> {
+    if !body.is_empty()
+        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body).is_err()
+    {
+        return Err(ApiError::bad_request(
+            "the body must be empty or a JSON object".into(),
+        ));
+    }
+    let (index, device) = find(&state, &id)?;
+    match tokio::time::timeout(Duration::from_secs(30), state.registry.reset_alarms(index)).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "bus_busy",
+            "the bus did not get to the write within 30 s",
+        )),
+        Ok(Ok(())) => Ok(Json(dto::ResetDone {
+            device: device.name,
+            reset: true,
+        })),
+        Ok(Err(error)) => {
+            let code = match error.class() {
+                ErrorClass::Exception => "device_refused",
+                _ => "device_unreachable",
+            };
+            Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                code,
+                &format!("reset alarms failed: {error}"),
+            ))
+        }
+    }
+}
+
+fn find(state: &AppState, id: &str) -> Result<(usize, crate::devices::DeviceState), ApiError> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid {
+        return Err(ApiError::bad_request(format!(
+            "`{id}` is not a device id (a–z, 0–9, `-`, `_`)"
+        )));
+    }
+    state.registry.find(id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_device",
+            &format!("no device `{id}`"),
+        )
+    })
+}
+
+/// A JSON error response.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: &str) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.to_string(),
+        }
+    }
+
+    fn bad_request(message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = dto::ErrorBody {
+            error: dto::ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

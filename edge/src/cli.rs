@@ -1,0 +1,270 @@
+//! Command-line interface: `run`, `demo`, `sim` and `token`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config};
+use crate::serial::{LineParity, LineSettings};
+use crate::sim::{self, FaultSpec, SimOptions, Undocumented};
+use crate::{agent, demo, state};
+
+#[derive(Parser)]
+#[command(
+    name = "constella",
+    version,
+    about = "Constella edge agent for KUB-1063 climate controllers"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+impl Cli {
+    /// Log filter when RUST_LOG is not set: the demo keeps the terminal for its summary.
+    pub(crate) fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Demo(_) => "warn",
+            _ => "info",
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the agent with a configuration file (the real-world mode).
+    Run {
+        /// Configuration file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Start the built-in simulator (two units on a pty RTU bus, one on Modbus TCP), the agent
+    /// polling it, and the API; print a live summary until Ctrl-C.
+    Demo(DemoArgs),
+    /// Serve simulated KUB-1063 units over Modbus TCP, RTU on a serial device or pty, or RTU over TCP.
+    Sim(Box<SimArgs>),
+    /// Print the API bearer token, creating it if needed.
+    Token {
+        /// Take the state directory from this configuration file.
+        #[arg(long, conflicts_with = "state_dir")]
+        config: Option<PathBuf>,
+        /// State directory [default: /var/lib/constella].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    /// Address of the API.
+    #[arg(long, default_value = config::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// State directory [default: a fresh directory under the system temp dir].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Seconds between polls of each unit.
+    #[arg(long, default_value_t = 2)]
+    poll_seconds: u64,
+}
+
+#[derive(Args)]
+pub(crate) struct SimArgs {
+    /// Serve Modbus TCP on this address (port 0 picks a free port; the chosen one is printed).
+    #[arg(long)]
+    tcp: Option<SocketAddr>,
+    /// Unit ids on the TCP server.
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = unit_id)]
+    tcp_units: Vec<u8>,
+    /// Serve Modbus RTU on this serial device.
+    #[arg(long, conflicts_with = "rtu_pty")]
+    rtu: Option<PathBuf>,
+    /// Create a pty pair and serve RTU on it; the slave path is printed (and linked at LINK if given).
+    #[arg(long, value_name = "LINK", num_args = 0..=1, default_missing_value = "")]
+    rtu_pty: Option<PathBuf>,
+    /// Unit ids on the RTU bus.
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = unit_id)]
+    rtu_units: Vec<u8>,
+    /// Serve RTU framing over TCP (as a serial device server does) on this address.
+    #[arg(long)]
+    rtu_tcp: Option<SocketAddr>,
+    /// Unit ids behind the RTU-over-TCP server.
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = unit_id)]
+    rtu_tcp_units: Vec<u8>,
+    /// Serial line speed.
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
+    /// Serial data bits.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(5..=8))]
+    data_bits: u8,
+    /// Serial parity.
+    #[arg(long, value_enum, default_value_t = ParityArg::None)]
+    parity: ParityArg,
+    /// Serial stop bits.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    stop_bits: u8,
+    /// Answer at once instead of taking the time the frames would take on a real wire.
+    #[arg(long)]
+    no_pace: bool,
+    /// Inject a fault: [tcp:|rtu:|rtu-tcp:]UNIT=FAULT[,FAULT…] (silent, crc, exception:N, slow:MS,
+    /// alarm:BIT, FIELD:pending|break|error|disabled, clear). Repeatable.
+    #[arg(long = "fault", value_name = "SPEC", value_parser = fault_spec)]
+    faults: Vec<FaultSpec>,
+    /// A TOML file of timed faults ([[step]] at = "10s", fault = "rtu:2=silent").
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Start every unit from a captured snapshot (A–H, see common/src/kub1063/fixtures.rs).
+    #[arg(long)]
+    snapshot: Option<char>,
+    /// Seed of the simulated drift.
+    #[arg(long, default_value_t = 1063)]
+    seed: u64,
+    /// How reads of undocumented addresses are answered.
+    #[arg(long, value_enum, default_value_t = UndocumentedArg::Exception)]
+    gaps: UndocumentedArg,
+    /// How FC03 reads of input addresses are answered.
+    #[arg(long, value_enum, default_value_t = UndocumentedArg::Exception)]
+    fc03_input: UndocumentedArg,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Length of a simulated day (the day counter's step), e.g. 24h or 10m.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    day_length: Duration,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ParityArg {
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UndocumentedArg {
+    Exception,
+    Answer,
+    Silent,
+}
+
+fn unit_id(text: &str) -> Result<u8, String> {
+    match text.trim().parse::<u8>() {
+        Ok(id @ 1..=247) => Ok(id),
+        _ => Err(format!("`{text}` is not a Modbus unit id (1–247)")),
+    }
+}
+
+fn fault_spec(text: &str) -> Result<FaultSpec, String> {
+    FaultSpec::parse(text).map_err(|e| format!("{e:#}"))
+}
+
+impl Command {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Run { config } => {
+                let config = Config::load(&config)?;
+                let agent = agent::Agent::start(&config).await?;
+                tracing::info!(api = %agent.api_addr, devices = config.devices.len(), "agent running");
+                shutdown_signal().await?;
+                drop(agent);
+                Ok(())
+            }
+            Command::Demo(args) => {
+                demo::run(
+                    args.listen,
+                    args.state_dir,
+                    Duration::from_secs(args.poll_seconds.max(1)),
+                )
+                .await
+            }
+            Command::Sim(args) => run_sim(*args).await,
+            Command::Token { config, state_dir } => {
+                let dir = match (config, state_dir) {
+                    (Some(path), _) => Config::load(&path)?.state_dir,
+                    (None, Some(dir)) => dir,
+                    (None, None) => PathBuf::from(config::DEFAULT_STATE_DIR),
+                };
+                println!("{}", state::api_token(&dir)?);
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
+    if args.tcp.is_none() && args.rtu.is_none() && args.rtu_pty.is_none() && args.rtu_tcp.is_none()
+    {
+        bail!("nothing to serve: give --tcp, --rtu, --rtu-pty or --rtu-tcp");
+    }
+    if !(args.speed > 0.0 && args.speed.is_finite()) {
+        bail!("--speed must be a positive number");
+    }
+    let scenario = match &args.scenario {
+        Some(path) => sim::load_scenario(path)?,
+        None => Vec::new(),
+    };
+    let undocumented = |arg: UndocumentedArg| match arg {
+        UndocumentedArg::Exception => Undocumented::Exception,
+        UndocumentedArg::Answer => Undocumented::Answer,
+        UndocumentedArg::Silent => Undocumented::Silent,
+    };
+    let options = SimOptions {
+        tcp: args.tcp,
+        tcp_units: args.tcp_units,
+        rtu: args.rtu,
+        rtu_pty: args
+            .rtu_pty
+            .map(|link| Some(link).filter(|l| !l.as_os_str().is_empty())),
+        rtu_units: args.rtu_units,
+        rtu_tcp: args.rtu_tcp,
+        rtu_tcp_units: args.rtu_tcp_units,
+        line: LineSettings {
+            baud: args.baud,
+            data_bits: args.data_bits,
+            parity: match args.parity {
+                ParityArg::None => LineParity::None,
+                ParityArg::Even => LineParity::Even,
+                ParityArg::Odd => LineParity::Odd,
+            },
+            stop_bits: args.stop_bits,
+        },
+        pace: !args.no_pace,
+        faults: args.faults,
+        scenario,
+        snapshot: args.snapshot,
+        seed: args.seed,
+        undocumented: undocumented(args.gaps),
+        fc03_on_input: undocumented(args.fc03_input),
+        speed: args.speed,
+        day_length: args.day_length,
+    };
+    let running = sim::start(options)
+        .await
+        .context("Failed to start the simulator")?;
+    // Machine-readable endpoint lines on stdout: scripts and tests read them.
+    if let Some(addr) = running.tcp {
+        println!("tcp {addr}");
+    }
+    if let Some(addr) = running.rtu_tcp {
+        println!("rtu-tcp {addr}");
+    }
+    if let Some(path) = &running.rtu_path {
+        println!("rtu {}", path.display());
+    }
+    println!("ready");
+    shutdown_signal().await?;
+    drop(running);
+    Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM (systemd's stop).
+pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! One open connection to a bus, over tokio-modbus, and the classification of what went wrong.
+//!
+//! tokio-modbus's RTU decoder drops bytes with a bad CRC and keeps waiting, so a garbled reply
+//! surfaces as a timeout. The [`Tapped`] transport keeps the bytes that arrived for the current
+//! request, which is how a timeout with bytes on the line is told apart from silence.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_modbus::Slave;
+use tokio_modbus::client::Client as _;
+use tokio_modbus::prelude::{Request, Response, SlaveContext as _};
+use tokio_serial::SerialStream;
+
+use super::plan::Block;
+use crate::config;
+use constella_common::kub1063::Table;
+
+/// Why one request failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PollError {
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    #[error("reply with a bad CRC")]
+    Crc,
+    #[error("malformed reply: {0}")]
+    Framing(String),
+    #[error("exception {0:#04x} ({name})", name = exception_name(*.0))]
+    Exception(u8),
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+/// The four classes errors are counted in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ErrorClass {
+    Timeout,
+    CrcFraming,
+    Exception,
+    Io,
+}
+
+impl PollError {
+    pub(crate) fn class(&self) -> ErrorClass {
+        match self {
+            PollError::Timeout(_) => ErrorClass::Timeout,
+            PollError::Crc | PollError::Framing(_) => ErrorClass::CrcFraming,
+            PollError::Exception(_) => ErrorClass::Exception,
+            PollError::Io(_) => ErrorClass::Io,
+        }
+    }
+}
+
+fn exception_name(code: u8) -> &'static str {
+    match code {
+        0x01 => "illegal function",
+        0x02 => "illegal data address",
+        0x03 => "illegal data value",
+        0x04 => "server device failure",
+        0x05 => "acknowledge",
+        0x06 => "server device busy",
+        0x08 => "memory parity error",
+        0x0A => "gateway path unavailable",
+        0x0B => "gateway target failed to respond",
+        _ => "unknown",
+    }
+}
+
+/// An open link to a bus.
+pub(crate) struct Link {
+    ctx: tokio_modbus::client::Context,
+    tap: Arc<Mutex<TapState>>,
+    rtu: bool,
+}
+
+impl Link {
+    pub(crate) async fn connect(link: &config::Link, timeout: Duration) -> anyhow::Result<Link> {
+        let tap = Arc::new(Mutex::new(TapState::default()));
+        let (ctx, rtu) = match link {
+            config::Link::Rtu { path, line } => {
+                let port = Tapped {
+                    inner: Transport::Serial(line.open(path)?),
+                    tap: tap.clone(),
+                };
+                (tokio_modbus::client::rtu::attach(port), true)
+            }
+            config::Link::Tcp { addr } => {
+                let stream = connect_tcp(addr, timeout).await?;
+                let stream = Tapped {
+                    inner: Transport::Tcp(stream),
+                    tap: tap.clone(),
+                };
+                (tokio_modbus::client::tcp::attach(stream), false)
+            }
+            config::Link::RtuOverTcp { addr } => {
+                let stream = connect_tcp(addr, timeout).await?;
+                let stream = Tapped {
+                    inner: Transport::Tcp(stream),
+                    tap: tap.clone(),
+                };
+                (tokio_modbus::client::rtu::attach(stream), true)
+            }
+        };
+        Ok(Link { ctx, tap, rtu })
+    }
+
+    /// Whether the link survives `error`: an RTU line stays open after a timeout or a garbled
+    /// reply (the next request clears the buffer); a TCP stream is reopened, since a late reply
+    /// would answer the wrong transaction.
+    pub(crate) fn survives(&self, error: &PollError) -> bool {
+        match error.class() {
+            ErrorClass::Exception => true,
+            ErrorClass::Timeout | ErrorClass::CrcFraming => self.rtu,
+            ErrorClass::Io => false,
+        }
+    }
+
+    /// Reads one block; checks that the reply has exactly the words asked for.
+    pub(crate) async fn read(
+        &mut self,
+        unit: u8,
+        block: Block,
+        timeout: Duration,
+    ) -> Result<Vec<u16>, PollError> {
+        let request = match block.table {
+            Table::Input => Request::ReadInputRegisters(block.start.0, block.count),
+            Table::Holding => Request::ReadHoldingRegisters(block.start.0, block.count),
+        };
+        match self.call(unit, request, timeout).await? {
+            Response::ReadInputRegisters(words) | Response::ReadHoldingRegisters(words)
+                if words.len() == usize::from(block.count) =>
+            {
+                Ok(words)
+            }
+            other => Err(PollError::Framing(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// FC06 write; the echo of address and value is verified (tokio-modbus checks it only in debug
+    /// builds).
+    pub(crate) async fn write_single(
+        &mut self,
+        unit: u8,
+        addr: u16,
+        value: u16,
+        timeout: Duration,
+    ) -> Result<(), PollError> {
+        match self
+            .call(unit, Request::WriteSingleRegister(addr, value), timeout)
+            .await?
+        {
+            Response::WriteSingleRegister(a, v) if a == addr && v == value => Ok(()),
+            Response::WriteSingleRegister(a, v) => Err(PollError::Framing(format!(
+                "write echo {a:#06x}={v} does not match {addr:#06x}={value}"
+            ))),
+            other => Err(PollError::Framing(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn call(
+        &mut self,
+        unit: u8,
+        request: Request<'static>,
+        timeout: Duration,
+    ) -> Result<Response, PollError> {
+        self.tap
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .received
+            .clear();
+        self.ctx.set_slave(Slave(unit));
+        match tokio::time::timeout(timeout, self.ctx.call(request)).await {
+            Err(_elapsed) => Err(self.classify_timeout(timeout)),
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(code))) => Err(PollError::Exception(u8::from(code))),
+            Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(PollError::Framing(e.to_string())),
+            Ok(Err(tokio_modbus::Error::Transport(e))) => Err(match e.kind() {
+                io::ErrorKind::InvalidData => PollError::Framing(e.to_string()),
+                io::ErrorKind::TimedOut => PollError::Timeout(timeout),
+                _ => PollError::Io(e.to_string()),
+            }),
+        }
+    }
+
+    fn classify_timeout(&self, timeout: Duration) -> PollError {
+        let tap = self
+            .tap
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes = &tap.received;
+        if bytes.is_empty() {
+            PollError::Timeout(timeout)
+        } else if self.rtu && bytes.len() >= 4 {
+            PollError::Crc
+        } else {
+            PollError::Framing(format!(
+                "{} stray byte(s) and no complete reply",
+                bytes.len()
+            ))
+        }
+    }
+}
+
+async fn connect_tcp(addr: &str, timeout: Duration) -> anyhow::Result<TcpStream> {
+    let stream = tokio::time::timeout(
+        timeout.max(Duration::from_secs(1)),
+        TcpStream::connect(addr),
+    )
+    .await
+    .with_context(|| format!("Timed out connecting to {addr}"))?
+    .with_context(|| format!("Failed to connect to {addr}"))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Bytes received since the current request was sent, capped at one maximal RTU frame.
+#[derive(Debug, Default)]
+struct TapState {
+    received: Vec<u8>,
+}
+
+const MAX_TAPPED: usize = 256;
+
+#[derive(Debug)]
+enum Transport {
+    Serial(SerialStream),
+    Tcp(TcpStream),
+}
+
+/// A transport that records what it reads into the shared [`TapState`].
+#[derive(Debug)]
+struct Tapped {
+    inner: Transport,
+    tap: Arc<Mutex<TapState>>,
+}
+
+impl AsyncRead for Tapped {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let poll = match &mut this.inner {
+            Transport::Serial(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+        };
+        if let Poll::Ready(Ok(())) = poll {
+            let new = &buf.filled()[before..];
+            let mut tap = this
+                .tap
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let room = MAX_TAPPED.saturating_sub(tap.received.len());
+            tap.received.extend_from_slice(&new[..new.len().min(room)]);
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Tapped {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.inner {
+            Transport::Serial(s) => Pin::new(s).poll_write(cx, data),
+            Transport::Tcp(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Transport::Serial(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Transport::Serial(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
