@@ -127,7 +127,7 @@ pub(crate) struct SimArgs {
     /// How FC03 reads of input addresses are answered.
     #[arg(long, value_enum, default_value_t = UndocumentedArg::Exception)]
     fc03_input: UndocumentedArg,
-    /// Simulated seconds per real second.
+    /// Simulated seconds per real second; 0 freezes the plant (words stay as they are).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
     /// Length of a simulated day (the day counter's step), e.g. 24h or 10m.
@@ -198,8 +198,8 @@ async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     {
         bail!("nothing to serve: give --tcp, --rtu, --rtu-pty or --rtu-tcp");
     }
-    if !(args.speed > 0.0 && args.speed.is_finite()) {
-        bail!("--speed must be a positive number");
+    if !(args.speed >= 0.0 && args.speed.is_finite()) {
+        bail!("--speed must be 0 or a positive number");
     }
     let scenario = match &args.scenario {
         Some(path) => sim::load_scenario(path)?,

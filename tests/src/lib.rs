@@ -1,1 +1,376 @@
-//! Cross-crate tests live in `tests/tests/`.
+//! Harness for the process-level tests in `tests/tests/`: the real `constella` binary as separate
+//! processes (simulator, agent), a socat pty pair as the serial line, and the API over HTTP.
+//!
+//! Tests wait on observable conditions (an API answer, a line on a pipe, a file appearing) with a
+//! generous deadline; nothing sleeps to synchronise.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Deadline for anything a test waits on.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The `constella` binary, built once per test process with the profile the tests use.
+pub fn constella() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let build = escargot::CargoBuild::new()
+            .manifest_path(manifest)
+            .package("constella")
+            .bin("constella")
+            .current_release()
+            .current_target()
+            .run()
+            .expect("cargo build of constella");
+        build.path().to_path_buf()
+    })
+}
+
+/// Waits until `check` returns true, polling every 50 ms; panics with `what` after `PATIENCE`.
+#[track_caller]
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {PATIENCE:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A scratch directory, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "constella-test-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed on drop, with its output lines collected.
+pub struct Proc {
+    child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(program: &Path, args: &[&str]) -> Proc {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info,constella=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        let (tx, lines) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        for pipe in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ] {
+            let (tx, log) = (tx.clone(), log.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    log.lock().expect("log").push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Proc { child, lines, log }
+    }
+
+    /// The first output line (stdout or stderr) for which `pick` returns a value.
+    #[track_caller]
+    pub fn wait_line<T>(&self, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(found) = pick(&line) {
+                        return found;
+                    }
+                }
+                Err(_) => panic!(
+                    "timed out waiting for {what}; output so far:\n{}",
+                    self.output()
+                ),
+            }
+        }
+    }
+
+    pub fn output(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().expect("wait");
+        // The reader threads finish once the pipes close.
+        let deadline = Instant::now() + PATIENCE;
+        while self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+        {}
+        (status, self.output())
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `constella sim` as a separate process.
+pub struct Sim {
+    pub proc: Proc,
+    pub tcp: Option<SocketAddr>,
+    pub rtu_tcp: Option<SocketAddr>,
+    pub rtu: Option<PathBuf>,
+}
+
+impl Sim {
+    pub fn start(args: &[&str]) -> Sim {
+        let proc = Proc::spawn(constella(), &[&["sim"], args].concat());
+        let (mut tcp, mut rtu_tcp, mut rtu) = (None, None, None);
+        proc.wait_line("simulator ready", |line| {
+            let mut words = line.splitn(2, ' ');
+            match (words.next(), words.next()) {
+                (Some("tcp"), Some(addr)) => tcp = addr.parse().ok(),
+                (Some("rtu-tcp"), Some(addr)) => rtu_tcp = addr.parse().ok(),
+                (Some("rtu"), Some(path)) => rtu = Some(PathBuf::from(path)),
+                (Some("ready"), None) => return Some(()),
+                _ => {}
+            }
+            None
+        });
+        Sim {
+            proc,
+            tcp,
+            rtu_tcp,
+            rtu,
+        }
+    }
+}
+
+/// A socat pty pair: two serial devices joined back to back, as a null-modem cable would.
+pub struct PtyPair {
+    _socat: Proc,
+    _dir: Scratch,
+    pub a: PathBuf,
+    pub b: PathBuf,
+}
+
+impl PtyPair {
+    pub fn new() -> PtyPair {
+        let dir = Scratch::new("pty");
+        let (a, b) = (dir.0.join("a"), dir.0.join("b"));
+        let socat = Proc::spawn(
+            Path::new("socat"),
+            &[
+                &format!("pty,raw,echo=0,link={}", a.display()),
+                &format!("pty,raw,echo=0,link={}", b.display()),
+            ],
+        );
+        wait_until("socat pty links", || a.exists() && b.exists());
+        PtyPair {
+            _socat: socat,
+            _dir: dir,
+            a,
+            b,
+        }
+    }
+}
+
+impl Default for PtyPair {
+    fn default() -> Self {
+        PtyPair::new()
+    }
+}
+
+/// `constella run` as a separate process, with its API client.
+pub struct Agent {
+    pub proc: Proc,
+    pub api: SocketAddr,
+    pub token: String,
+    pub dir: Scratch,
+    http: ureq::Agent,
+}
+
+impl Agent {
+    /// Starts an agent with `buses_and_devices` (TOML `[[bus]]` and `[[device]]` tables); the
+    /// harness adds a scratch state directory and an API on a free loopback port.
+    pub fn start(buses_and_devices: &str) -> Agent {
+        let dir = Scratch::new("agent");
+        let config = dir.0.join("constella.toml");
+        let text = format!(
+            "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n\n{buses_and_devices}",
+            dir.0.join("state").display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        let config_arg = config.display().to_string();
+        let proc = Proc::spawn(constella(), &["run", "--config", &config_arg]);
+        let api = proc.wait_line("agent running", |line| {
+            let rest = line.split("api=").nth(1)?;
+            rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
+        });
+        let token = std::fs::read_to_string(dir.0.join("state/api-token"))
+            .expect("token file")
+            .trim()
+            .to_string();
+        let http = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(40)))
+            .build()
+            .new_agent();
+        Agent {
+            proc,
+            api,
+            token,
+            dir,
+            http,
+        }
+    }
+
+    /// GET with the token; returns status and JSON body.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, Some(&self.token), None)
+    }
+
+    pub fn post(&self, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.request("POST", path, Some(&self.token), body)
+    }
+
+    /// Any request, with an optional token and body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let url = format!("http://{}{path}", self.api);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let response = match method {
+            "GET" => {
+                let mut request = self.http.get(&url);
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.call()
+            }
+            _ => {
+                let mut request = self.http.post(&url);
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                match body {
+                    Some(body) => request
+                        .header("Content-Type", "application/json")
+                        .send(body),
+                    None => request.send_empty(),
+                }
+            }
+        };
+        let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// The device's detail document.
+    #[track_caller]
+    pub fn device(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/v1/devices/{id}"));
+        assert_eq!(status, 200, "GET device {id}: {body}");
+        body
+    }
+
+    /// Waits until `check` holds for the device's detail document.
+    #[track_caller]
+    pub fn wait_device(
+        &self,
+        id: &str,
+        what: &str,
+        mut check: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let last = self.device(id);
+            if check(&last) {
+                return last;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {id}: {what}; last document:\n{last:#}\nagent log:\n{}",
+                self.proc.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The raw word of field `key` in a device document.
+pub fn raw(device: &Value, key: &str) -> Option<u64> {
+    field(device, key).and_then(|f| f["raw"].as_u64())
+}
+
+/// Field `key` of a device document.
+pub fn field<'a>(device: &'a Value, key: &str) -> Option<&'a Value> {
+    device["fields"]
+        .as_array()?
+        .iter()
+        .find(|f| f["key"] == key)
+}
+
+/// The 64-bit mask of alarm group `group` ("registered_alarms", …).
+pub fn mask(device: &Value, group: &str) -> Option<u64> {
+    let entry = device["alarms"]
+        .as_array()?
+        .iter()
+        .find(|g| g["group"] == group)?;
+    u64::from_str_radix(entry["mask"].as_str()?.trim_start_matches("0x"), 16).ok()
+}
+
+/// Counter `name` of a device document.
+pub fn counter(device: &Value, name: &str) -> u64 {
+    device["counters"][name].as_u64().unwrap_or(0)
+}

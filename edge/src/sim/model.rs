@@ -76,6 +76,8 @@ pub(crate) struct Unit {
     live: BTreeMap<u16, u16>,
     /// Words served for latched addresses (refreshed only by a read of their anchor).
     latched: BTreeMap<u16, u16>,
+    /// A captured snapshot's words, served exactly until the plant first moves or a reset.
+    pinned: BTreeMap<u16, u16>,
     holding: BTreeMap<u16, u16>,
     registered_alarms: u64,
     registered_warnings: u64,
@@ -114,6 +116,7 @@ impl Unit {
             rng: StdRng::seed_from_u64(config.seed),
             live: BTreeMap::new(),
             latched: BTreeMap::new(),
+            pinned: BTreeMap::new(),
             holding: default_holding(),
             registered_alarms: 0,
             registered_warnings: 0,
@@ -134,6 +137,9 @@ impl Unit {
 
     /// Advances the plant by `dt_s` seconds of simulated time.
     pub(crate) fn tick(&mut self, dt_s: f64) {
+        if dt_s > 0.0 {
+            self.pinned.clear();
+        }
         let p = &mut self.plant;
         let noise =
             |rng: &mut StdRng, scale: f64| (rng.random::<f64>() - 0.5) * scale * dt_s.sqrt();
@@ -238,6 +244,7 @@ impl Unit {
         match addr {
             a if a == RESET_ALARMS.0 => {
                 if value == 1 {
+                    self.pinned.clear();
                     // Registered = active now + active since the reset: still-active alarms re-latch.
                     self.registered_alarms = self.active_alarms();
                     self.registered_warnings = self.active_warnings();
@@ -320,6 +327,7 @@ impl Unit {
         };
         self.registered_alarms = group(0x00C4);
         self.registered_warnings = group(0x00CC);
+        self.pinned = snapshot.words.iter().copied().collect();
         self.recompute();
     }
 
@@ -455,6 +463,7 @@ impl Unit {
                 live.insert(group.base().0 + i as u16, word);
             }
         }
+        live.extend(self.pinned.iter().map(|(&a, &w)| (a, w)));
         self.live = live;
     }
 }
@@ -507,4 +516,154 @@ fn default_holding() -> BTreeMap<u16, u16> {
         holding.insert(addr, value);
     }
     holding
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use constella_common::kub1063::fixtures::snapshot;
+
+    fn unit(start: Option<char>) -> Unit {
+        let config = UnitConfig {
+            seed: 7,
+            undocumented: Undocumented::Exception,
+            fc03_on_input: Undocumented::Exception,
+            day_length_s: 86_400.0,
+        };
+        Unit::new(config, start.and_then(snapshot))
+    }
+
+    fn read(unit: &mut Unit, start: u16, count: u16) -> Vec<u16> {
+        match unit.handle(&Request::ReadInput { start, count }) {
+            Some(Reply::Registers(4, words)) => words,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_served_exactly_until_the_plant_moves() {
+        let mut u = unit(Some('A'));
+        let words = snapshot('A').expect("A").words;
+        for &(addr, raw) in words {
+            assert_eq!(read(&mut u, addr, 1), [raw], "word {addr:#06X}");
+        }
+        u.tick(1.0);
+        assert_ne!(
+            read(&mut u, 0x0083, 1),
+            [257],
+            "pressure follows the plant once it runs"
+        );
+    }
+
+    #[test]
+    fn latched_words_refresh_only_through_their_anchor() {
+        let mut u = unit(None);
+        let before = read(&mut u, 0x00C4, 4);
+        u.faults.sensors.insert("pressure", SensorCode::Break);
+        u.tick(0.0);
+        assert_eq!(
+            read(&mut u, 0x00C5, 3),
+            before[1..],
+            "a read past the first word serves the old latch"
+        );
+        assert_eq!(
+            read(&mut u, 0x00C4, 4)[2],
+            0x0200,
+            "bit 41 after a read from 0x00C4"
+        );
+        // 0x0082 bit 7 (alarm relay) follows the registered mask, latched by 0x0081.
+        assert_eq!(read(&mut u, 0x0082, 1)[0] & 0x80, 0);
+        assert_eq!(read(&mut u, 0x0081, 2)[1] & 0x80, 0x80);
+    }
+
+    #[test]
+    fn registered_alarms_stick_until_reset() {
+        let mut u = unit(None);
+        u.faults.sensors.insert("co2", SensorCode::Break);
+        u.tick(0.0);
+        u.faults.sensors.clear();
+        u.tick(0.0);
+        assert_eq!(
+            read(&mut u, 0x00C0, 8),
+            [0, 0, 0, 0, 0, 0x0100, 0, 0],
+            "active clear, registered bit 24"
+        );
+        assert_eq!(
+            u.handle(&Request::WriteSingle {
+                addr: 0x0020,
+                value: 1
+            }),
+            Some(Reply::Echo(0x0020, 1))
+        );
+        assert_eq!(read(&mut u, 0x00C4, 4), [0, 0, 0, 0]);
+        assert_eq!(read(&mut u, 0x0081, 2)[1] & 0x80, 0, "alarm relay released");
+    }
+
+    #[test]
+    fn undocumented_reads_and_writes_are_refused() {
+        let mut u = unit(None);
+        let refused = |r: Option<Reply>| {
+            matches!(
+                r,
+                Some(Reply::Exception(_, Exception::ILLEGAL_DATA_ADDRESS))
+            )
+        };
+        assert!(refused(u.handle(&Request::ReadInput {
+            start: 0x00A0,
+            count: 1
+        })));
+        assert!(
+            refused(u.handle(&Request::ReadHolding {
+                start: 0x0083,
+                count: 1
+            })),
+            "FC03 on input"
+        );
+        assert!(refused(u.handle(&Request::WriteSingle {
+            addr: 0x0100,
+            value: 3
+        })));
+        assert!(matches!(
+            u.handle(&Request::Unsupported { function: 0x10 }),
+            Some(Reply::Exception(0x10, Exception::ILLEGAL_FUNCTION))
+        ));
+        u.faults.silent = true;
+        assert_eq!(
+            u.handle(&Request::ReadInput {
+                start: 0x0081,
+                count: 1
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn ventilation_and_heating_follow_temperature() {
+        let mut u = unit(None);
+        u.plant.inside = 30.0;
+        u.plant.outside = 30.0;
+        for _ in 0..60 {
+            u.tick(1.0);
+        }
+        assert!(
+            read(&mut u, 0x00D1, 1)[0] >= 900,
+            "hot house: ventilation near full"
+        );
+        assert_ne!(
+            read(&mut u, 0x0081, 1)[0] & 0x000F,
+            0,
+            "on/off fan groups running"
+        );
+        u.plant.inside = 20.0;
+        u.plant.outside = 0.0;
+        for _ in 0..60 {
+            u.tick(1.0);
+        }
+        assert_eq!(
+            read(&mut u, 0x0081, 2)[1] & 0x10,
+            0x10,
+            "cold house: heater 1 on"
+        );
+        assert_eq!(read(&mut u, 0x00D1, 1)[0], 100, "minimum ventilation");
+    }
 }
