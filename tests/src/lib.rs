@@ -198,7 +198,16 @@ pub struct PtyPair {
 
 impl PtyPair {
     pub fn new() -> PtyPair {
-        let dir = Scratch::new("pty");
+        PtyPair::in_scratch(Scratch::new("pty"))
+    }
+
+    /// A new pair linked at the same `a` and `b` paths in `dir` (a replugged adapter).
+    pub fn at(dir: &Path) -> PtyPair {
+        std::fs::create_dir_all(dir).expect("pty dir");
+        PtyPair::in_scratch(Scratch(dir.to_path_buf()))
+    }
+
+    fn in_scratch(dir: Scratch) -> PtyPair {
         let (a, b) = (dir.0.join("a"), dir.0.join("b"));
         let socat = Proc::spawn(
             Path::new("socat"),

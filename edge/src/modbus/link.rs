@@ -110,14 +110,15 @@ impl Link {
         Ok(Link { ctx, tap, rtu })
     }
 
-    /// Whether the link survives `error`: an RTU line stays open after a timeout or a garbled
-    /// reply (the next request clears the buffer); a TCP stream is reopened, since a late reply
-    /// would answer the wrong transaction.
+    /// Whether the link survives `error`. Only silence on an RTU line leaves it usable (the next
+    /// request clears the decoder's buffer). After a decode error tokio-modbus's framed stream is
+    /// finished, and a TCP stream may still deliver a late reply to the wrong transaction, so both
+    /// are reopened; reopening a serial port also flushes stale input.
     pub(crate) fn survives(&self, error: &PollError) -> bool {
         match error.class() {
             ErrorClass::Exception => true,
-            ErrorClass::Timeout | ErrorClass::CrcFraming => self.rtu,
-            ErrorClass::Io => false,
+            ErrorClass::Timeout => self.rtu,
+            ErrorClass::CrcFraming | ErrorClass::Io => false,
         }
     }
 
@@ -181,6 +182,7 @@ impl Link {
             Ok(Ok(Err(code))) => Err(PollError::Exception(u8::from(code))),
             Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(PollError::Framing(e.to_string())),
             Ok(Err(tokio_modbus::Error::Transport(e))) => Err(match e.kind() {
+                io::ErrorKind::InvalidData if self.rtu => self.classify_garbled(&e.to_string()),
                 io::ErrorKind::InvalidData => PollError::Framing(e.to_string()),
                 io::ErrorKind::TimedOut => PollError::Timeout(timeout),
                 _ => PollError::Io(e.to_string()),
@@ -193,16 +195,33 @@ impl Link {
             .tap
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let bytes = &tap.received;
-        if bytes.is_empty() {
+        let empty = tap.received.is_empty();
+        drop(tap);
+        if empty {
             PollError::Timeout(timeout)
-        } else if self.rtu && bytes.len() >= 4 {
+        } else {
+            self.classify_garbled("no complete reply")
+        }
+    }
+
+    /// Bytes arrived but no valid frame: a frame-sized reply whose CRC does not match is a CRC
+    /// error; anything else is a framing error. tokio-modbus reports such a reply either as a
+    /// timeout (still waiting for a valid frame) or, after 20 resync attempts, as invalid data.
+    fn classify_garbled(&self, detail: &str) -> PollError {
+        let tap = self
+            .tap
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes = &tap.received;
+        let crc_mismatch = self.rtu
+            && bytes.len() >= 4
+            && bytes.len() < MAX_TAPPED
+            && RTU_CRC.checksum(&bytes[..bytes.len() - 2]).to_le_bytes()
+                != bytes[bytes.len() - 2..];
+        if crc_mismatch {
             PollError::Crc
         } else {
-            PollError::Framing(format!(
-                "{} stray byte(s) and no complete reply",
-                bytes.len()
-            ))
+            PollError::Framing(format!("{detail} ({} byte(s) received)", bytes.len()))
         }
     }
 }
@@ -226,6 +245,8 @@ struct TapState {
 }
 
 const MAX_TAPPED: usize = 256;
+
+const RTU_CRC: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS);
 
 #[derive(Debug)]
 enum Transport {
