@@ -127,6 +127,10 @@ impl Proc {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn output(&self) -> String {
         self.log.lock().expect("log").join("\n")
     }
@@ -235,10 +239,16 @@ impl Default for PtyPair {
 /// `constella run` as a separate process, with its API client.
 pub struct Agent {
     pub proc: Proc,
-    pub api: SocketAddr,
-    pub token: String,
     pub dir: Scratch,
-    http: ureq::Agent,
+    api: Api,
+}
+
+impl std::ops::Deref for Agent {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Agent {
@@ -254,7 +264,7 @@ impl Agent {
         std::fs::write(&config, text).expect("write config");
         let config_arg = config.display().to_string();
         let proc = Proc::spawn(constella(), &["run", "--config", &config_arg]);
-        let api = proc.wait_line("agent running", |line| {
+        let addr = proc.wait_line("agent running", |line| {
             let rest = line.split("api=").nth(1)?;
             rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
         });
@@ -262,17 +272,32 @@ impl Agent {
             .expect("token file")
             .trim()
             .to_string();
+        let api = Api::new(addr, token, proc.log.clone());
+        Agent { proc, dir, api }
+    }
+}
+
+/// A client of one agent's API.
+pub struct Api {
+    pub addr: SocketAddr,
+    pub token: String,
+    http: ureq::Agent,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Api {
+    /// `log` is the agent's output, shown when a wait times out.
+    pub fn new(addr: SocketAddr, token: String, log: Arc<Mutex<Vec<String>>>) -> Api {
         let http = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(40)))
             .build()
             .new_agent();
-        Agent {
-            proc,
-            api,
+        Api {
+            addr,
             token,
-            dir,
             http,
+            log,
         }
     }
 
@@ -293,7 +318,7 @@ impl Agent {
         token: Option<&str>,
         body: Option<&str>,
     ) -> (u16, Value) {
-        let url = format!("http://{}{path}", self.api);
+        let url = format!("http://{}{path}", self.addr);
         let auth = token.map(|t| format!("Bearer {t}"));
         let response = match method {
             "GET" => {
@@ -349,8 +374,8 @@ impl Agent {
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for {id}: {what}; last document:\n{last:#}\nagent log:\n{}",
-                self.proc.output()
+                "timed out waiting for {id}: {what}; last document:\n{last:#}\nprocess log:\n{}",
+                self.log.lock().expect("log").join("\n")
             );
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -221,7 +221,7 @@ pub fn decode(register: &Register, raw: u16) -> Reading {
 mod tests {
     use super::*;
     use crate::kub1063::{RegisterAddr, Table, register};
-    use alloc::string::{String, ToString};
+    use alloc::string::ToString;
 
     #[track_caller]
     fn check(table: Table, addr: u16, raw: u16, status: Status, shown: &str) {
@@ -231,10 +231,7 @@ mod tests {
             reading.status, status,
             "status of {addr:#06X} raw {raw:#06X}"
         );
-        let text = reading
-            .value
-            .map(|v| v.to_string())
-            .unwrap_or_else(String::new);
+        let text = reading.value.map(|v| v.to_string()).unwrap_or_default();
         assert_eq!(text, shown, "value of {addr:#06X} raw {raw:#06X}");
     }
 
