@@ -4,7 +4,8 @@
 //!   against a client that reads one register per request;
 //! - RTU at 9600 baud over a pty (the simulator paces replies to the wire time): one full read by
 //!   the agent against the wire-time limit of its plan, and against one register per request;
-//! - the agent's peak RSS while polling 32 units with the API up.
+//! - the agent's peak RSS while polling 32 units with the API up, and its CPU use at the default
+//!   10 s poll interval.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ const REGISTERS: u64 = 119;
 const PLAN: [u64; 11] = [20, 11, 1, 20, 3, 1, 1, 20, 20, 20, 2];
 
 fn main() {
+    let idle_cpu = idle_cpu_percent();
     let tcp = tcp_throughput();
     let (rtu_agent, rtu_single) = rtu_full_read();
     let bits_per_char = 10.0;
@@ -55,6 +57,9 @@ fn main() {
         tcp.rss_mib,
         tcp.rss_mib / 20.0
     );
+    println!(
+        "| Agent CPU, 32 units polled every 10 s on TCP | {idle_cpu:.2} % of one core | budget: near zero | — |"
+    );
 }
 
 struct TcpResult {
@@ -68,13 +73,7 @@ fn tcp_throughput() -> TcpResult {
     let units: Vec<String> = (1..=UNITS).map(|u| u.to_string()).collect();
     let sim = Sim::start(&["--tcp", "127.0.0.1:0", "--tcp-units", &units.join(",")]);
     let addr = sim.tcp.expect("tcp");
-    let mut config = format!("[[bus]]\nname = \"gw\"\ntcp = \"{addr}\"\n\n");
-    for unit in 1..=UNITS {
-        config += &format!(
-            "[[device]]\nname = \"u{unit}\"\nmodel = \"kub1063\"\nbus = \"gw\"\nunit = {unit}\npoll_interval = \"1ms\"\n\n"
-        );
-    }
-    let agent = Agent::start(&config);
+    let agent = agent_for_32_units(&sim, "1ms");
     agent.wait_device("u32", "first poll", |d| d["status"] == "online");
     let total = |agent: &Agent| -> u64 {
         let (_, list) = agent.get("/api/v1/devices");
@@ -120,7 +119,7 @@ fn tcp_throughput() -> TcpResult {
 /// Mean seconds per full read by the agent, and per full read one register at a time.
 fn rtu_full_read() -> (f64, f64) {
     let pty = constella_tests::PtyPair::new();
-    let sim = Sim::start(&["--rtu", &pty.a.display().to_string(), "--rtu-units", "1"]);
+    let sim = Sim::on_pty(&pty, &["--rtu-units", "1"]);
     let agent = Agent::start(&format!(
         "[[bus]]\nname = \"rs485\"\nrtu = \"{}\"\n\n[[device]]\nname = \"u1\"\nmodel = \"kub1063\"\nbus = \"rs485\"\nunit = 1\npoll_interval = \"1ms\"\n",
         pty.b.display()
@@ -136,6 +135,9 @@ fn rtu_full_read() -> (f64, f64) {
     let line = tokio_serial::new(pty.b.display().to_string(), 9600);
     let per_single_read = runtime().block_on(async move {
         let port = tokio_serial::SerialStream::open(&line).expect("open pty");
+        // The stopped agent may have left a reply on its way; let the line settle, then flush.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio_serial::SerialPort::clear(&port, tokio_serial::ClearBuffer::Input).expect("flush");
         let mut ctx = tokio_modbus::client::rtu::attach_slave(port, Slave(1));
         let t35 = Duration::from_micros(3646);
         let start = Instant::now();
@@ -165,6 +167,43 @@ fn rtu_full_read() -> (f64, f64) {
     });
     drop(sim);
     (per_poll, per_single_read)
+}
+
+/// An agent polling every unit of a 32-unit simulator over Modbus TCP every `poll`.
+fn agent_for_32_units(sim: &Sim, poll: &str) -> Agent {
+    let names: Vec<(String, u8)> = (1..=UNITS).map(|u| (format!("u{u}"), u)).collect();
+    let named: Vec<(&str, u8)> = names.iter().map(|(n, u)| (n.as_str(), *u)).collect();
+    let bus = format!(
+        "[[bus]]\nname = \"gw\"\ntcp = \"{}\"\n\n",
+        sim.tcp.expect("tcp")
+    );
+    Agent::start(&(bus + &constella_tests::devices("gw", &named, poll)))
+}
+
+/// CPU use of an agent polling 32 units at the default 10 s interval, over 30 s.
+fn idle_cpu_percent() -> f64 {
+    let units: Vec<String> = (1..=UNITS).map(|u| u.to_string()).collect();
+    let sim = Sim::start(&["--tcp", "127.0.0.1:0", "--tcp-units", &units.join(",")]);
+    let agent = agent_for_32_units(&sim, "10s");
+    agent.wait_device("u32", "first poll", |d| d["status"] == "online");
+    let pid = agent.proc.pid();
+    let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(30));
+    100.0 * (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64()
+}
+
+/// User + system CPU seconds of a process (clock ticks of 10 ms, as on Linux by default).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("comm")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / 100.0
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {

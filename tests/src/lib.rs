@@ -190,6 +190,24 @@ impl Sim {
             rtu,
         }
     }
+
+    /// A simulator serving RTU on end `a` of `pty`, with more `args`.
+    pub fn on_pty(pty: &PtyPair, args: &[&str]) -> Sim {
+        let path = pty.a.display().to_string();
+        Sim::start(&[&["--rtu", path.as_str()], args].concat())
+    }
+}
+
+/// `[[device]]` tables for KUB-1063 units `(name, unit)` on `bus`, polled every `poll`.
+pub fn devices(bus: &str, units: &[(&str, u8)], poll: &str) -> String {
+    units
+        .iter()
+        .map(|(name, unit)| {
+            format!(
+                "[[device]]\nname = \"{name}\"\nmodel = \"kub1063\"\nbus = \"{bus}\"\nunit = {unit}\npoll_interval = \"{poll}\"\n\n"
+            )
+        })
+        .collect()
 }
 
 /// A socat pty pair: two serial devices joined back to back, as a null-modem cable would.

@@ -3,20 +3,17 @@
 
 use std::time::{Duration, Instant};
 
-use constella_tests::{Agent, PtyPair, Sim, counter, mask};
+use constella_tests::{Agent, PtyPair, Sim, counter, devices, mask};
 use serde_json::Value;
 
 fn rtu_agent(path: &std::path::Path, units: &[u8], extra_bus: &str) -> Agent {
-    let mut config = format!(
-        "[[bus]]\nname = \"rs485\"\nrtu = \"{}\"\ntimeout = \"400ms\"\nmax_backoff = \"4s\"\n{extra_bus}\n",
-        path.display()
-    );
-    for unit in units {
-        config += &format!(
-            "[[device]]\nname = \"house-{unit}\"\nmodel = \"kub1063\"\nbus = \"rs485\"\nunit = {unit}\npoll_interval = \"1s\"\n\n"
-        );
-    }
-    Agent::start(&config)
+    let names: Vec<(String, u8)> = units.iter().map(|u| (format!("house-{u}"), *u)).collect();
+    let named: Vec<(&str, u8)> = names.iter().map(|(n, u)| (n.as_str(), *u)).collect();
+    Agent::start(&format!(
+        "[[bus]]\nname = \"rs485\"\nrtu = \"{}\"\ntimeout = \"400ms\"\nmax_backoff = \"4s\"\n{extra_bus}\n{}",
+        path.display(),
+        devices("rs485", &named, "1s")
+    ))
 }
 
 fn free_port() -> u16 {
@@ -36,14 +33,7 @@ fn has_output(device: &Value, key: &str) -> bool {
 #[test]
 fn a_silent_unit_backs_off_alone_on_a_shared_rtu_bus() {
     let pty = PtyPair::new();
-    let _sim = Sim::start(&[
-        "--rtu",
-        &pty.a.display().to_string(),
-        "--rtu-units",
-        "1,2,3",
-        "--fault",
-        "rtu:2=silent",
-    ]);
+    let _sim = Sim::on_pty(&pty, &["--rtu-units", "1,2,3", "--fault", "rtu:2=silent"]);
     let agent = rtu_agent(&pty.b, &[1, 2, 3], "");
     let started = Instant::now();
     let healthy = agent.wait_device("house-1", "ten good polls", |d| {
@@ -81,16 +71,17 @@ fn a_silent_unit_backs_off_alone_on_a_shared_rtu_bus() {
 #[test]
 fn crc_errors_and_exceptions_are_classified_and_counted() {
     let pty = PtyPair::new();
-    let _sim = Sim::start(&[
-        "--rtu",
-        &pty.a.display().to_string(),
-        "--rtu-units",
-        "1,2,3",
-        "--fault",
-        "rtu:1=crc",
-        "--fault",
-        "rtu:2=exception:4",
-    ]);
+    let _sim = Sim::on_pty(
+        &pty,
+        &[
+            "--rtu-units",
+            "1,2,3",
+            "--fault",
+            "rtu:1=crc",
+            "--fault",
+            "rtu:2=exception:4",
+        ],
+    );
     let agent = rtu_agent(&pty.b, &[1, 2, 3], "");
     let crc = agent.wait_device("house-1", "CRC errors", |d| counter(d, "crc_framing") >= 2);
     assert_eq!(
@@ -211,4 +202,42 @@ fn reset_alarms_clears_registered_alarms_and_the_alarm_relay() {
     let (status, body) = agent.post("/api/v1/devices/house-2/reset-alarms", None);
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "device_unreachable");
+}
+
+#[test]
+fn a_scenario_file_breaks_and_restores_a_sensor_on_schedule() {
+    let dir = constella_tests::Scratch::new("scenario");
+    let scenario = dir.0.join("scenario.toml");
+    std::fs::write(
+        &scenario,
+        "[[step]]\nat = \"1s\"\nfault = \"tcp:1=pressure:break\"\n\n[[step]]\nat = \"3s\"\nfault = \"1=clear\"\n",
+    )
+    .expect("write scenario");
+    let sim = Sim::start(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--speed",
+        "0",
+        "--scenario",
+        &scenario.display().to_string(),
+    ]);
+    let tcp = sim.tcp.expect("tcp");
+    let agent = Agent::start(&format!(
+        "[[bus]]\nname = \"gw\"\ntcp = \"{tcp}\"\n\n\
+         [[device]]\nname = \"house-1\"\nmodel = \"kub1063\"\nbus = \"gw\"\nunit = 1\npoll_interval = \"200ms\"\n"
+    ));
+    let status = |d: &Value| constella_tests::field(d, "pressure").map(|f| f["status"].clone());
+    let broken = agent.wait_device("house-1", "pressure break", |d| {
+        status(d) == Some("break".into())
+    });
+    assert_eq!(mask(&broken, "active_alarms"), Some(1 << 41));
+    let restored = agent.wait_device("house-1", "pressure back", |d| {
+        status(d) == Some("ok".into())
+    });
+    assert_eq!(mask(&restored, "active_alarms"), Some(0));
+    assert_eq!(
+        mask(&restored, "registered_alarms"),
+        Some(1 << 41),
+        "registered until reset"
+    );
 }

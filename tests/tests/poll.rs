@@ -127,16 +127,10 @@ poll_interval = "1s"
 #[test]
 fn rtu_over_a_pty_pair_polls_two_units_on_one_bus() {
     let pty = PtyPair::new();
-    let sim = Sim::start(&[
-        "--rtu",
-        &pty.a.display().to_string(),
-        "--rtu-units",
-        "1,2",
-        "--speed",
-        "0",
-        "--snapshot",
-        "A",
-    ]);
+    let sim = Sim::on_pty(
+        &pty,
+        &["--rtu-units", "1,2", "--speed", "0", "--snapshot", "A"],
+    );
     assert_eq!(sim.rtu.as_deref(), Some(pty.a.as_path()));
     let agent = Agent::start(&format!(
         r#"

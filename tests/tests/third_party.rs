@@ -87,16 +87,10 @@ fn mbpoll_reads_the_simulator_over_tcp() {
 #[test]
 fn mbpoll_reads_and_resets_over_rtu_on_a_pty_pair() {
     let pty = PtyPair::new();
-    let _sim = Sim::start(&[
-        "--rtu",
-        &pty.a.display().to_string(),
-        "--rtu-units",
-        "1,2",
-        "--speed",
-        "0",
-        "--snapshot",
-        "A",
-    ]);
+    let _sim = Sim::on_pty(
+        &pty,
+        &["--rtu-units", "1,2", "--speed", "0", "--snapshot", "A"],
+    );
     let device = pty.b.display().to_string();
     let base = [
         "-m", "rtu", "-b", "9600", "-d", "8", "-P", "none", "-s", "1", "-0", "-1",
@@ -120,28 +114,25 @@ fn mbpoll_reads_and_resets_over_rtu_on_a_pty_pair() {
             (213, 255)
         ]
     );
-    let registered = mbpoll(
-        &[
-            &base[..],
-            &["-a", "2", "-t", "3", "-r", "196", "-c", "4", &device],
-        ]
-        .concat(),
-    );
-    assert_eq!(
-        registered.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
-        [0, 0x0100, 0, 0]
-    );
+    let registered = || -> Vec<u16> {
+        let read = [
+            "-a",
+            "2",
+            "-t",
+            "3",
+            "-r",
+            "196",
+            "-c",
+            "4",
+            device.as_str(),
+        ];
+        mbpoll(&[&base[..], &read[..]].concat())
+            .iter()
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    assert_eq!(registered(), [0, 0x0100, 0, 0]);
     // FC06 0x0020 ← 1 from a third-party master clears the registered alarms.
     mbpoll(&[&base[..], &["-a", "2", "-t", "4", "-r", "32", &device, "1"]].concat());
-    let registered = mbpoll(
-        &[
-            &base[..],
-            &["-a", "2", "-t", "3", "-r", "196", "-c", "4", &device],
-        ]
-        .concat(),
-    );
-    assert_eq!(
-        registered.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
-        [0, 0, 0, 0]
-    );
+    assert_eq!(registered(), [0, 0, 0, 0]);
 }

@@ -28,13 +28,13 @@ pub(crate) fn start(config: &Config) -> (Registry, Vec<BusRunner>) {
         channels.push((bus, tx, rx));
     }
     for device in &config.devices {
-        let Some((bus, tx, _)) = channels.iter().find(|(b, _, _)| b.name == device.bus) else {
-            continue;
-        };
+        // Config::parse guarantees the bus exists; a device without one would get a closed
+        // channel (commands fail) rather than shifting every later device's index.
+        let bus = channels.iter().find(|(b, _, _)| b.name == device.bus);
         states.push(DeviceState {
             name: device.name.clone(),
-            bus: bus.name.clone(),
-            link: bus.link.to_string(),
+            bus: device.bus.clone(),
+            link: bus.map(|(b, _, _)| b.link.to_string()).unwrap_or_default(),
             unit: device.unit,
             poll_interval: device.poll_interval,
             words: Default::default(),
@@ -44,7 +44,7 @@ pub(crate) fn start(config: &Config) -> (Registry, Vec<BusRunner>) {
             last_error: None,
             counters: Counters::default(),
         });
-        senders.push(tx.clone());
+        senders.push(bus.map_or_else(|| mpsc::channel(1).0, |(_, tx, _)| tx.clone()));
     }
     let registry = Registry::new(states, senders);
     for (bus, _tx, rx) in channels {
@@ -220,7 +220,11 @@ impl BusRunner {
     /// One request on the bus: connects if needed, keeps the inter-frame silence, and drops the
     /// link when the error leaves it unusable.
     async fn transact(&mut self, unit: u8, op: Op) -> Result<Vec<u16>, PollError> {
-        tokio::time::sleep_until(self.quiet_until.into()).await;
+        // Only sleep when the line must stay quiet: tokio rounds every timer up to the next
+        // millisecond, which would cost a TCP bus (no gap) a millisecond per request.
+        if self.quiet_until > Instant::now() {
+            tokio::time::sleep_until(self.quiet_until.into()).await;
+        }
         let timing = self.bus.timing;
         if self.link.is_none() {
             match Link::connect(&self.bus.link, timing.timeout).await {

@@ -82,30 +82,23 @@ pub(crate) struct Link {
 impl Link {
     pub(crate) async fn connect(link: &config::Link, timeout: Duration) -> anyhow::Result<Link> {
         let tap = Arc::new(Mutex::new(TapState::default()));
-        let (ctx, rtu) = match link {
-            config::Link::Rtu { path, line } => {
-                let port = Tapped {
-                    inner: Transport::Serial(line.open(path)?),
-                    tap: tap.clone(),
-                };
-                (tokio_modbus::client::rtu::attach(port), true)
-            }
+        let (inner, rtu) = match link {
+            config::Link::Rtu { path, line } => (Transport::Serial(line.open(path)?), true),
             config::Link::Tcp { addr } => {
-                let stream = connect_tcp(addr, timeout).await?;
-                let stream = Tapped {
-                    inner: Transport::Tcp(stream),
-                    tap: tap.clone(),
-                };
-                (tokio_modbus::client::tcp::attach(stream), false)
+                (Transport::Tcp(connect_tcp(addr, timeout).await?), false)
             }
             config::Link::RtuOverTcp { addr } => {
-                let stream = connect_tcp(addr, timeout).await?;
-                let stream = Tapped {
-                    inner: Transport::Tcp(stream),
-                    tap: tap.clone(),
-                };
-                (tokio_modbus::client::rtu::attach(stream), true)
+                (Transport::Tcp(connect_tcp(addr, timeout).await?), true)
             }
+        };
+        let transport = Tapped {
+            inner,
+            tap: tap.clone(),
+        };
+        let ctx = if rtu {
+            tokio_modbus::client::rtu::attach(transport)
+        } else {
+            tokio_modbus::client::tcp::attach(transport)
         };
         Ok(Link { ctx, tap, rtu })
     }

@@ -95,7 +95,7 @@ async fn serve_tcp_connection(
         let Some(answer) = answer(&bus, mbap.unit, &request) else {
             continue;
         };
-        tokio::time::sleep(answer.delay).await;
+        pause(answer.delay).await;
         stream.write_all(&mbap.seal(&answer.reply)).await?;
     }
 }
@@ -184,9 +184,17 @@ where
     } else {
         Duration::ZERO
     };
-    tokio::time::sleep(answer.delay + wire).await;
+    pause(answer.delay + wire).await;
     io.write_all(&out).await?;
     io.flush().await
+}
+
+/// Sleeps for `delay`, or not at all for zero: tokio's timer has millisecond resolution, so even
+/// a zero sleep would cost up to a millisecond per reply.
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
 }
 
 pub(crate) fn bus_name(kind: BusKind) -> &'static str {
