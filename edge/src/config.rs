@@ -182,7 +182,20 @@ impl Config {
                     format!("`{}` is used by another bus", raw.name),
                 ));
             }
-            buses.push(parse_bus(raw, &at).map_err(|(field, reason)| fail(&field, reason))?);
+            let bus = parse_bus(raw, &at).map_err(|(field, reason)| fail(&field, reason))?;
+            if let Link::Rtu { path, .. } = &bus.link {
+                // One task owns each serial line; a second bus on it would fight for the port.
+                let owner = buses
+                    .iter()
+                    .find(|b: &&Bus| matches!(&b.link, Link::Rtu { path: p, .. } if p == path));
+                if let Some(owner) = owner {
+                    return Err(fail(
+                        &at("rtu"),
+                        format!("{} is already bus `{}`", path.display(), owner.name),
+                    ));
+                }
+            }
+            buses.push(bus);
         }
 
         let mut devices = Vec::new();
@@ -559,6 +572,11 @@ unit = 3
                 "timeout = \"800ms\"",
                 "max_block = 2",
                 "bus[0].max_block: 2 is outside 4–125 (an alarm group is 4 words; Modbus allows 125)",
+            ),
+            (
+                "tcp = \"10.0.0.5:502\"",
+                "rtu = \"/dev/ttyUSB0\"",
+                "bus[1].rtu: /dev/ttyUSB0 is already bus `rs485`",
             ),
             (
                 "timeout = \"800ms\"",

@@ -75,14 +75,16 @@ fn crc_errors_and_exceptions_are_classified_and_counted() {
         &pty,
         &[
             "--rtu-units",
-            "1,2,3",
+            "1,2,3,4",
             "--fault",
             "rtu:1=crc",
+            "--fault",
+            "rtu:4=slow:700",
             "--fault",
             "rtu:2=exception:4",
         ],
     );
-    let agent = rtu_agent(&pty.b, &[1, 2, 3], "");
+    let agent = rtu_agent(&pty.b, &[1, 2, 3, 4], "");
     let crc = agent.wait_device("house-1", "CRC errors", |d| counter(d, "crc_framing") >= 2);
     assert_eq!(
         counter(&crc, "timeouts"),
@@ -104,6 +106,9 @@ fn crc_errors_and_exceptions_are_classified_and_counted() {
         counter(&fine, "crc_framing") + counter(&fine, "exceptions"),
         0
     );
+    // Replies slower than the 400 ms timeout count as timeouts, not as garbled frames.
+    let slow = agent.wait_device("house-4", "timeouts", |d| counter(d, "timeouts") >= 2);
+    assert_eq!(counter(&slow, "crc_framing"), 0, "{slow:#}");
     let (status, list) = agent.get("/api/v1/devices");
     assert_eq!(status, 200);
     let statuses: Vec<&str> = list["devices"]
@@ -112,7 +117,7 @@ fn crc_errors_and_exceptions_are_classified_and_counted() {
         .iter()
         .filter_map(|d| d["status"].as_str())
         .collect();
-    assert_eq!(statuses.len(), 3);
+    assert_eq!(statuses.len(), 4);
     assert_eq!(statuses[2], "online");
 }
 

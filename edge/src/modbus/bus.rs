@@ -245,11 +245,10 @@ impl BusRunner {
                 .await
                 .map(|()| Vec::new()),
         };
-        let answered = matches!(result, Ok(_) | Err(PollError::Exception(_)));
-        let quiet = if answered {
-            timing.frame_gap + timing.reply_gap
-        } else {
-            timing.frame_gap
+        let quiet = match &result {
+            Ok(_) | Err(PollError::Exception(_)) => timing.frame_gap + timing.reply_gap,
+            Err(PollError::Timeout(_)) => timing.frame_gap + link.late_reply_guard(timing.timeout),
+            Err(_) => timing.frame_gap,
         };
         self.quiet_until = Instant::now() + quiet;
         if let Err(error) = &result {

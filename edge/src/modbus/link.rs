@@ -163,24 +163,69 @@ impl Link {
         request: Request<'static>,
         timeout: Duration,
     ) -> Result<Response, PollError> {
+        let result = self.call_once(unit, request.clone(), timeout).await;
+        match result {
+            // On a shared RTU line a reply from another unit is a late answer to an earlier
+            // request, not this unit's fault: discard it and ask once more.
+            Err(StaleOrError::Stale(detail)) if self.rtu => {
+                tracing::debug!(unit, %detail, "discarded a stale reply from another unit");
+                self.flush_input_before_next_frame();
+                self.call_once(unit, request, timeout)
+                    .await
+                    .map_err(StaleOrError::into_poll_error)
+            }
+            other => other.map_err(StaleOrError::into_poll_error),
+        }
+    }
+
+    /// After a timeout on an RTU line the unit may still answer: the line stays quiet for one
+    /// more `timeout` (returned) and whatever arrived meanwhile is discarded before the next frame,
+    /// so a late reply cannot be taken for the next unit's. A TCP link is reopened instead.
+    pub(crate) fn late_reply_guard(&mut self, timeout: Duration) -> Duration {
+        if !self.rtu {
+            return Duration::ZERO;
+        }
+        self.flush_input_before_next_frame();
+        timeout
+    }
+
+    fn flush_input_before_next_frame(&mut self) {
+        self.tap
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .flush_pending = true;
+    }
+
+    async fn call_once(
+        &mut self,
+        unit: u8,
+        request: Request<'static>,
+        timeout: Duration,
+    ) -> Result<Response, StaleOrError> {
         self.tap
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .received
             .clear();
         self.ctx.set_slave(Slave(unit));
-        match tokio::time::timeout(timeout, self.ctx.call(request)).await {
-            Err(_elapsed) => Err(self.classify_timeout(timeout)),
-            Ok(Ok(Ok(response))) => Ok(response),
-            Ok(Ok(Err(code))) => Err(PollError::Exception(u8::from(code))),
-            Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(PollError::Framing(e.to_string())),
-            Ok(Err(tokio_modbus::Error::Transport(e))) => Err(match e.kind() {
+        let error = match tokio::time::timeout(timeout, self.ctx.call(request)).await {
+            Err(_elapsed) => self.classify_timeout(timeout),
+            Ok(Ok(Ok(response))) => return Ok(response),
+            Ok(Ok(Err(code))) => PollError::Exception(u8::from(code)),
+            Ok(Err(tokio_modbus::Error::Protocol(
+                e @ tokio_modbus::ProtocolError::HeaderMismatch { .. },
+            ))) => {
+                return Err(StaleOrError::Stale(e.to_string()));
+            }
+            Ok(Err(tokio_modbus::Error::Protocol(e))) => PollError::Framing(e.to_string()),
+            Ok(Err(tokio_modbus::Error::Transport(e))) => match e.kind() {
                 io::ErrorKind::InvalidData if self.rtu => self.classify_garbled(&e.to_string()),
                 io::ErrorKind::InvalidData => PollError::Framing(e.to_string()),
                 io::ErrorKind::TimedOut => PollError::Timeout(timeout),
                 _ => PollError::Io(e.to_string()),
-            }),
-        }
+            },
+        };
+        Err(StaleOrError::Error(error))
     }
 
     fn classify_timeout(&self, timeout: Duration) -> PollError {
@@ -231,10 +276,27 @@ async fn connect_tcp(addr: &str, timeout: Duration) -> anyhow::Result<TcpStream>
     Ok(stream)
 }
 
-/// Bytes received since the current request was sent, capped at one maximal RTU frame.
+/// A failed exchange: a reply that belongs to another request, or a real error.
+enum StaleOrError {
+    Stale(String),
+    Error(PollError),
+}
+
+impl StaleOrError {
+    fn into_poll_error(self) -> PollError {
+        match self {
+            StaleOrError::Stale(detail) => PollError::Framing(detail),
+            StaleOrError::Error(error) => error,
+        }
+    }
+}
+
+/// Bytes received since the current request was sent (capped at one maximal RTU frame), and
+/// whether waiting input is to be discarded before the next frame goes out.
 #[derive(Debug, Default)]
 struct TapState {
     received: Vec<u8>,
+    flush_pending: bool,
 }
 
 const MAX_TAPPED: usize = 256;
@@ -245,6 +307,29 @@ const RTU_CRC: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS);
 enum Transport {
     Serial(SerialStream),
     Tcp(TcpStream),
+}
+
+impl Transport {
+    /// Drops input that is already waiting (a late reply), without blocking.
+    fn discard_input(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Serial(s) => {
+                tokio_serial::SerialPort::clear(s, tokio_serial::ClearBuffer::Input)
+                    .map_err(|e| io::Error::other(e.to_string()))
+            }
+            Transport::Tcp(s) => {
+                let mut scratch = [0u8; 256];
+                loop {
+                    match s.try_read(&mut scratch) {
+                        Ok(0) => return Ok(()),
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A transport that records what it reads into the shared [`TapState`].
@@ -285,7 +370,18 @@ impl AsyncWrite for Tapped {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.inner {
+        let this = &mut *self;
+        let flush = std::mem::take(
+            &mut this
+                .tap
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .flush_pending,
+        );
+        if flush {
+            this.inner.discard_input()?;
+        }
+        match &mut this.inner {
             Transport::Serial(s) => Pin::new(s).poll_write(cx, data),
             Transport::Tcp(s) => Pin::new(s).poll_write(cx, data),
         }
