@@ -168,7 +168,7 @@ impl Command {
                 let agent = agent::Agent::start(&config).await?;
                 tracing::info!(api = %agent.api_addr, devices = config.devices.len(), "agent running");
                 shutdown_signal().await?;
-                drop(agent);
+                agent.stop().await;
                 Ok(())
             }
             Command::Demo(args) => {

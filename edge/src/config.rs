@@ -24,6 +24,29 @@ pub(crate) struct Config {
     pub(crate) api_listen: SocketAddr,
     pub(crate) buses: Vec<Bus>,
     pub(crate) devices: Vec<Device>,
+    pub(crate) history: HistoryConfig,
+}
+
+/// How node metrics and device history are kept (`[history]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HistoryConfig {
+    pub(crate) telemetry_period: Duration,
+    pub(crate) flush_interval: Duration,
+    pub(crate) raw_keep: Duration,
+    pub(crate) rollup_keep: Duration,
+    pub(crate) max_size_mb: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            telemetry_period: Duration::from_secs(10),
+            flush_interval: Duration::from_secs(60),
+            raw_keep: Duration::from_secs(7 * 86_400),
+            rollup_keep: Duration::from_secs(90 * 86_400),
+            max_size_mb: 256,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -86,6 +109,7 @@ pub(crate) struct ConfigError {
 struct File {
     state_dir: Option<PathBuf>,
     api: Option<ApiFile>,
+    history: Option<HistoryFile>,
     #[serde(default)]
     bus: Vec<BusFile>,
     #[serde(default)]
@@ -96,6 +120,16 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct ApiFile {
     listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryFile {
+    telemetry_period: Option<String>,
+    flush_interval: Option<String>,
+    raw_keep: Option<String>,
+    rollup_keep: Option<String>,
+    max_size_mb: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +204,41 @@ impl Config {
                 .parse()
                 .map_err(|_| fail("api.listen", "bad default".into()))?,
         };
+
+        let mut history = HistoryConfig::default();
+        if let Some(raw) = file.history {
+            let set =
+                |slot: &mut Duration, key: &str, text: Option<String>| -> Result<(), ConfigError> {
+                    if let Some(text) = text {
+                        *slot = positive_duration(&text)
+                            .map_err(|reason| fail(&format!("history.{key}"), reason))?;
+                    }
+                    Ok(())
+                };
+            set(
+                &mut history.telemetry_period,
+                "telemetry_period",
+                raw.telemetry_period,
+            )?;
+            set(
+                &mut history.flush_interval,
+                "flush_interval",
+                raw.flush_interval,
+            )?;
+            set(&mut history.raw_keep, "raw_keep", raw.raw_keep)?;
+            set(&mut history.rollup_keep, "rollup_keep", raw.rollup_keep)?;
+            if history.rollup_keep < history.raw_keep {
+                return Err(fail(
+                    "history.rollup_keep",
+                    "must be at least raw_keep".into(),
+                ));
+            }
+            match raw.max_size_mb {
+                Some(0) => return Err(fail("history.max_size_mb", "must be at least 1".into())),
+                Some(mb) => history.max_size_mb = mb,
+                None => {}
+            }
+        }
 
         let mut buses = Vec::new();
         let mut bus_names = BTreeSet::new();
@@ -259,6 +328,7 @@ impl Config {
             api_listen,
             buses,
             devices,
+            history,
         })
     }
 }

@@ -60,7 +60,8 @@ pub(crate) async fn run(
         tokio::select! {
             result = crate::cli::shutdown_signal() => break result,
             _ = tick.tick() => {
-                let lines: Vec<String> = agent.registry.snapshot().iter().map(summary).collect();
+                let mut lines = vec![node_line(&agent)];
+                lines.extend(agent.registry.snapshot().iter().map(summary));
                 if tty && shown > 0 {
                     // Redraw in place: cursor up over the previous block.
                     print!("\x1b[{shown}A");
@@ -72,7 +73,7 @@ pub(crate) async fn run(
             }
         }
     };
-    drop(agent);
+    agent.stop().await;
     drop(sim);
     if temporary {
         let _ = std::fs::remove_dir_all(&state_dir);
@@ -127,6 +128,27 @@ poll_interval = "{poll}"
         state = state_dir.display(),
         pty = pty.display(),
     )
+}
+
+/// The board itself: CPU and memory from the latest node sample.
+fn node_line(agent: &Agent) -> String {
+    let node = agent
+        .history
+        .node
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cpu = node.latest.get("cpu.total");
+    let (used, total) = (node.latest.get("mem.used"), node.latest.get("mem.total"));
+    match (cpu, used, total) {
+        (Some(cpu), Some(used), Some(total)) => {
+            format!(
+                "board    cpu {cpu:>5.1} %  memory {:.0} / {:.0} MiB",
+                used / 1048576.0,
+                total / 1048576.0
+            )
+        }
+        _ => "board    sampling…".to_string(),
+    }
 }
 
 /// One line: name, health, climate, ventilation, alarms.

@@ -119,6 +119,14 @@ impl Registry {
             .clone()
     }
 
+    pub(crate) fn get(&self, device: usize) -> Option<DeviceState> {
+        self.states
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(device)
+            .cloned()
+    }
+
     pub(crate) fn find(&self, name: &str) -> Option<(usize, DeviceState)> {
         let states = self
             .states

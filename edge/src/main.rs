@@ -8,10 +8,14 @@ mod cli;
 mod config;
 mod demo;
 mod devices;
+mod events;
 mod modbus;
+mod recorder;
 mod serial;
 mod sim;
 mod state;
+mod store;
+mod telemetry;
 
 use clap::Parser as _;
 

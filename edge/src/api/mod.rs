@@ -2,6 +2,8 @@
 //! needs `Authorization: Bearer <token>`; every error is JSON `{"error": {"code", "message"}}`.
 
 mod dto;
+mod history;
+mod prometheus;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,17 +21,21 @@ use serde::Deserialize;
 
 use crate::devices::Registry;
 use crate::modbus::ErrorClass;
+use crate::recorder::History;
 
 #[derive(Clone)]
 struct AppState {
     registry: Registry,
+    history: History,
     token: Arc<str>,
+    started: std::time::Instant,
 }
 
 /// Binds `addr` and serves until the task is aborted.
 pub(crate) async fn bind(
     addr: SocketAddr,
     registry: Registry,
+    history: History,
     token: String,
 ) -> anyhow::Result<(SocketAddr, impl Future<Output = ()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -38,7 +44,9 @@ pub(crate) async fn bind(
     let local = listener.local_addr()?;
     let app = router(AppState {
         registry,
+        history,
         token: token.into(),
+        started: std::time::Instant::now(),
     });
     let serve = async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -53,6 +61,11 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/devices", get(list_devices))
         .route("/api/v1/devices/{id}", get(device))
         .route("/api/v1/devices/{id}/reset-alarms", post(reset_alarms))
+        .route("/api/v1/devices/{id}/history", get(history::device_history))
+        .route("/api/v1/node", get(history::node))
+        .route("/api/v1/node/metrics", get(history::node_metrics))
+        .route("/api/v1/events", get(history::events))
+        .route("/metrics", get(prometheus::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
@@ -214,6 +227,10 @@ impl ApiError {
             code,
             message: message.to_string(),
         }
+    }
+
+    fn internal(message: &str) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
     fn bad_request(message: String) -> ApiError {

@@ -15,8 +15,10 @@ use super::schedule::Schedule;
 use crate::config::{self, Config};
 use crate::devices::{Command, Counters, DeviceState, Health, Registry, Sample};
 
-/// Builds the device table and one runner per bus that has devices. Spawn every runner.
-pub(crate) fn start(config: &Config) -> (Registry, Vec<BusRunner>) {
+/// Builds the device table and one runner per bus that has devices. Spawn every runner. After
+/// each poll a runner sends the device's index on `polls` (dropped if the receiver lags: the
+/// device table always holds the latest state).
+pub(crate) fn start(config: &Config, polls: mpsc::Sender<usize>) -> (Registry, Vec<BusRunner>) {
     let now = Instant::now();
     let mut states = Vec::new();
     let mut senders = Vec::new();
@@ -68,6 +70,7 @@ pub(crate) fn start(config: &Config) -> (Registry, Vec<BusRunner>) {
             quiet_until: now,
             commands: rx,
             registry: registry.clone(),
+            polls: polls.clone(),
         });
     }
     (registry, runners)
@@ -84,6 +87,7 @@ pub(crate) struct BusRunner {
     quiet_until: Instant,
     commands: mpsc::Receiver<Command>,
     registry: Registry,
+    polls: mpsc::Sender<usize>,
 }
 
 enum Op {
@@ -163,6 +167,7 @@ impl BusRunner {
             }
             after = d.health();
         });
+        let _ = self.polls.try_send(device);
         let name = self.registry.find_name(device);
         match failure {
             None => {
