@@ -654,6 +654,16 @@ unit = 3
                 "bus[0].parity: `mark` is not none, even or odd",
             ),
             (
+                "[api]",
+                "[history]\nraw_keep = \"30d\"\nrollup_keep = \"7d\"\n[api]",
+                "history.rollup_keep: must be at least raw_keep",
+            ),
+            (
+                "[api]",
+                "[history]\nflush_interval = \"0s\"\n[api]",
+                "history.flush_interval: `0s` must be longer than zero",
+            ),
+            (
                 "listen = \"127.0.0.1:4747\"",
                 "listen = \"localhost\"",
                 "api.listen: `localhost` is not an IP:port address",
@@ -661,7 +671,7 @@ unit = 3
             (
                 "state_dir",
                 "stat_dir",
-                "stat_dir: unknown field `stat_dir`, expected one of `state_dir`, `api`, `bus`, `device` (line 2, column 1: `stat_dir = \"/tmp/constella\"`)",
+                "stat_dir: unknown field `stat_dir`, expected one of `state_dir`, `api`, `history`, `bus`, `device` (line 2, column 1: `stat_dir = \"/tmp/constella\"`)",
             ),
         ];
         let mut wrong = Vec::new();

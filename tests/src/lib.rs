@@ -270,17 +270,44 @@ impl std::ops::Deref for Agent {
 }
 
 impl Agent {
-    /// Starts an agent with `buses_and_devices` (TOML `[[bus]]` and `[[device]]` tables); the
-    /// harness adds a scratch state directory and an API on a free loopback port.
+    /// Starts an agent with `buses_and_devices` (TOML `[[bus]]` and `[[device]]` tables, and any
+    /// other sections); the harness adds a scratch state directory and an API on a free port.
     pub fn start(buses_and_devices: &str) -> Agent {
         let dir = Scratch::new("agent");
-        let config = dir.0.join("constella.toml");
         let text = format!(
             "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n\n{buses_and_devices}",
             dir.0.join("state").display()
         );
-        std::fs::write(&config, text).expect("write config");
-        let config_arg = config.display().to_string();
+        std::fs::write(dir.0.join("constella.toml"), text).expect("write config");
+        Agent::run_in(dir)
+    }
+
+    /// Stops the agent with `signal` (`TERM` or `KILL`), waits for it to exit, and starts it again
+    /// on the same configuration and state directory.
+    pub fn restart(self, signal: &str) -> Agent {
+        let Agent {
+            mut proc,
+            dir,
+            api: _,
+        } = self;
+        let pid = proc.pid().to_string();
+        let sent = Command::new("kill")
+            .args(["-s", signal, &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -s {signal} {pid}");
+        let _ = proc.child.wait();
+        drop(proc);
+        Agent::run_in(dir)
+    }
+
+    /// The store's database file.
+    pub fn database(&self) -> PathBuf {
+        self.dir.0.join("state/history.db")
+    }
+
+    fn run_in(dir: Scratch) -> Agent {
+        let config_arg = dir.0.join("constella.toml").display().to_string();
         let proc = Proc::spawn(constella(), &["run", "--config", &config_arg]);
         let addr = proc.wait_line("agent running", |line| {
             let rest = line.split("api=").nth(1)?;

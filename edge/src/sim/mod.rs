@@ -114,6 +114,7 @@ pub(crate) async fn start(options: SimOptions) -> anyhow::Result<Running> {
                 let mut unit = Unit::new(config, snapshot);
                 for spec in options.faults.iter().filter(|s| s.matches(kind, id)) {
                     spec.apply(&mut unit.faults);
+                    unit.unpin();
                 }
                 unit.tick(0.0);
                 (id, unit)
@@ -215,7 +216,7 @@ async fn drive(buses: BTreeMap<BusKind, SharedBus>, scenario: Vec<faults::Step>,
                     let mut units = bus.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     for (id, unit) in units.iter_mut().filter(|(id, _)| step.fault.matches(*kind, **id)) {
                         step.fault.apply(&mut unit.faults);
-                        unit.tick(0.0);
+                        unit.unpin();
                         info!(bus = bus_name(*kind), unit = id, "simulator: scenario step applied");
                     }
                 }

@@ -76,7 +76,8 @@ pub(crate) struct Unit {
     live: BTreeMap<u16, u16>,
     /// Words served for latched addresses (refreshed only by a read of their anchor).
     latched: BTreeMap<u16, u16>,
-    /// A captured snapshot's words, served exactly until the plant first moves or a reset.
+    /// A captured snapshot's words, served exactly until the plant first moves, a reset, or a
+    /// fault is applied.
     pinned: BTreeMap<u16, u16>,
     holding: BTreeMap<u16, u16>,
     registered_alarms: u64,
@@ -133,6 +134,13 @@ impl Unit {
             unit.refresh_latch(anchor.0);
         }
         unit
+    }
+
+    /// Stops serving a captured snapshot's words exactly: called when faults change, so the unit
+    /// carries on from the snapshot's plant state with the faults visible.
+    pub(crate) fn unpin(&mut self) {
+        self.pinned.clear();
+        self.recompute();
     }
 
     /// Advances the plant by `dt_s` seconds of simulated time.
