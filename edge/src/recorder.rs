@@ -42,6 +42,8 @@ pub(crate) struct NodeState {
     pub(crate) sampled_at: Option<SystemTime>,
     pub(crate) rings: Rings,
     pub(crate) store_bytes: u64,
+    /// How long the last sample took (sampling must stay cheap on a small board).
+    pub(crate) sample_cost: Duration,
 }
 
 pub(crate) struct Recorder {
@@ -86,6 +88,7 @@ impl Recorder {
             sampled_at: None,
             rings: Rings::new(RING_CAPACITY),
             store_bytes: store.size_bytes(),
+            sample_cost: Duration::ZERO,
         };
         let history = History {
             store: Arc::new(Mutex::new(store)),
@@ -196,7 +199,9 @@ impl Recorder {
         let Some(sampler) = self.sampler.as_mut() else {
             return;
         };
+        let started = Instant::now();
         let sample = sampler.sample();
+        let cost = started.elapsed();
         let at = SystemTime::now();
         let ts = unix_ms(at);
         self.batch.samples.extend(
@@ -215,6 +220,7 @@ impl Recorder {
         }
         node.latest = sample;
         node.sampled_at = Some(at);
+        node.sample_cost = cost;
     }
 
     /// Writes the pending batch; on failure keeps it (bounded) for the next attempt.
