@@ -36,6 +36,7 @@ impl Agent {
             config.api_listen,
             registry.clone(),
             history.clone(),
+            config.speedtest.clone(),
             token.clone(),
         )
         .await?;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::serial::{LineParity, LineSettings};
+use crate::speedtest::{MAX_TRANSFER, SpeedtestConfig, check_url};
 
 /// Where `constella run` looks when `--config` is not given.
 pub(crate) const DEFAULT_PATH: &str = "/etc/constella/constella.toml";
@@ -25,6 +26,7 @@ pub(crate) struct Config {
     pub(crate) buses: Vec<Bus>,
     pub(crate) devices: Vec<Device>,
     pub(crate) history: HistoryConfig,
+    pub(crate) speedtest: SpeedtestConfig,
 }
 
 /// How node metrics and device history are kept (`[history]`).
@@ -110,6 +112,7 @@ struct File {
     state_dir: Option<PathBuf>,
     api: Option<ApiFile>,
     history: Option<HistoryFile>,
+    speedtest: Option<SpeedtestFile>,
     #[serde(default)]
     bus: Vec<BusFile>,
     #[serde(default)]
@@ -120,6 +123,15 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct ApiFile {
     listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpeedtestFile {
+    download_url: Option<String>,
+    upload_url: Option<String>,
+    token: Option<String>,
+    upload_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,6 +252,32 @@ impl Config {
             }
         }
 
+        let mut speedtest = SpeedtestConfig {
+            upload_bytes: 10_000_000,
+            ..SpeedtestConfig::default()
+        };
+        if let Some(raw) = file.speedtest {
+            let url = |key: &str, text: Option<String>| -> Result<Option<String>, ConfigError> {
+                text.map(|t| {
+                    check_url(&t).map_err(|reason| fail(&format!("speedtest.{key}"), reason))
+                })
+                .transpose()
+            };
+            speedtest.download_url = url("download_url", raw.download_url)?;
+            speedtest.upload_url = url("upload_url", raw.upload_url)?;
+            speedtest.token = raw.token;
+            match raw.upload_bytes {
+                Some(n @ 1..=MAX_TRANSFER) => speedtest.upload_bytes = n,
+                Some(n) => {
+                    return Err(fail(
+                        "speedtest.upload_bytes",
+                        format!("{n} is outside 1–{MAX_TRANSFER}"),
+                    ));
+                }
+                None => {}
+            }
+        }
+
         let mut buses = Vec::new();
         let mut bus_names = BTreeSet::new();
         for (i, raw) in file.bus.into_iter().enumerate() {
@@ -329,6 +367,7 @@ impl Config {
             buses,
             devices,
             history,
+            speedtest,
         })
     }
 }
@@ -660,6 +699,11 @@ unit = 3
             ),
             (
                 "[api]",
+                "[speedtest]\ndownload_url = \"https://speed.example/10MB\"\n[api]",
+                "speedtest.download_url: `https://speed.example/10MB`: https is not supported (the agent ships no TLS stack); use http:// over the overlay",
+            ),
+            (
+                "[api]",
                 "[history]\nflush_interval = \"0s\"\n[api]",
                 "history.flush_interval: `0s` must be longer than zero",
             ),
@@ -671,7 +715,7 @@ unit = 3
             (
                 "state_dir",
                 "stat_dir",
-                "stat_dir: unknown field `stat_dir`, expected one of `state_dir`, `api`, `history`, `bus`, `device` (line 2, column 1: `stat_dir = \"/tmp/constella\"`)",
+                "stat_dir: unknown field `stat_dir`, expected one of `state_dir`, `api`, `history`, `speedtest`, `bus`, `device` (line 2, column 1: `stat_dir = \"/tmp/constella\"`)",
             ),
         ];
         let mut wrong = Vec::new();

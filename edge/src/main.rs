@@ -13,6 +13,7 @@ mod modbus;
 mod recorder;
 mod serial;
 mod sim;
+mod speedtest;
 mod state;
 mod store;
 mod telemetry;

@@ -12,32 +12,45 @@ use constella_tests::{Agent, Sim, devices};
 
 const UNITS: u8 = 32;
 
+/// `cargo bench -p constella-tests --bench history [-- telemetry|disk|query …]` runs all parts,
+/// or the named ones. Each row is printed as soon as it is measured.
 fn main() {
-    let telemetry = telemetry_cost();
-    let disk = disk_writes();
-    let query = query_latency();
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |part: &str| wanted.is_empty() || wanted.iter().any(|w| w == part);
     println!("\n| benchmark | result | alternative | ratio |");
     println!("|---|---|---|---|");
-    println!(
-        "| Telemetry loop, default 10 s period, no devices (60 s) | {:.3} % CPU, {:.1} MiB RSS, {} µs per sample | — | — |",
-        telemetry.cpu_percent, telemetry.rss_mib, telemetry.sample_us
-    );
-    println!(
-        "| Recording 32 devices' full maps every 10 s ({:.0} s) | {:.1} MB written per hour, {:.0} rows/h | every field every poll: {:.0} rows/h | {:.1}× fewer rows |",
-        disk.seconds,
-        disk.bytes_per_hour / 1e6,
-        disk.rows_per_hour,
-        disk.naive_rows_per_hour,
-        disk.naive_rows_per_hour / disk.rows_per_hour
-    );
-    println!(
-        "| 24 h history at 1-minute step ({} rows stored), via the API | median {:.1} ms, max {:.1} ms | same SQL without the index: {:.1} ms | {:.0}× faster |",
-        query.rows,
-        query.median_ms,
-        query.max_ms,
-        query.unindexed_ms,
-        query.unindexed_ms / query.median_ms
-    );
+    if run("telemetry") {
+        let t = telemetry_cost();
+        println!(
+            "| Telemetry loop, default 10 s period, no devices (60 s) | {:.3} % CPU, {:.1} MiB RSS, {} µs per sample | — | — |",
+            t.cpu_percent, t.rss_mib, t.sample_us
+        );
+    }
+    if run("disk") {
+        let d = disk_writes();
+        println!(
+            "| Recording 32 devices' full maps every 10 s ({:.0} s) | {:.1} MB written per hour, {:.0} rows/h | every field every poll: {:.0} rows/h | {:.1}× fewer rows |",
+            d.seconds,
+            d.bytes_per_hour / 1e6,
+            d.rows_per_hour,
+            d.naive_rows_per_hour,
+            d.naive_rows_per_hour / d.rows_per_hour
+        );
+    }
+    if run("query") {
+        let q = query_latency();
+        println!(
+            "| 24 h history at 1-minute step ({} rows stored), via the API | median {:.1} ms, max {:.1} ms | same SQL without the index: {:.1} ms | {:.0}× faster |",
+            q.rows,
+            q.median_ms,
+            q.max_ms,
+            q.unindexed_ms,
+            q.unindexed_ms / q.median_ms
+        );
+    }
 }
 
 struct Telemetry {

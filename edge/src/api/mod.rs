@@ -4,6 +4,7 @@
 mod dto;
 mod history;
 mod prometheus;
+mod speedtest;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ struct AppState {
     history: History,
     token: Arc<str>,
     started: std::time::Instant,
+    speedtest: Arc<crate::speedtest::SpeedtestConfig>,
 }
 
 /// Binds `addr` and serves until the task is aborted.
@@ -36,6 +38,7 @@ pub(crate) async fn bind(
     addr: SocketAddr,
     registry: Registry,
     history: History,
+    speedtest: crate::speedtest::SpeedtestConfig,
     token: String,
 ) -> anyhow::Result<(SocketAddr, impl Future<Output = ()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -47,6 +50,7 @@ pub(crate) async fn bind(
         history,
         token: token.into(),
         started: std::time::Instant::now(),
+        speedtest: Arc::new(speedtest),
     });
     let serve = async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -66,6 +70,9 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/node/metrics", get(history::node_metrics))
         .route("/api/v1/events", get(history::events))
         .route("/metrics", get(prometheus::metrics))
+        .route("/api/v1/node/speedtest", post(speedtest::run))
+        .route("/api/v1/speedtest/blob", get(speedtest::blob))
+        .route("/api/v1/speedtest/sink", post(speedtest::sink))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))

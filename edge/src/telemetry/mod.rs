@@ -12,7 +12,16 @@ use sysinfo::{Components, Disks, Networks, System};
 pub(crate) use rings::Rings;
 
 /// The series families, as `GET /api/v1/node/metrics?series=` names them.
-pub(crate) const FAMILIES: [&str; 7] = ["cpu", "load", "mem", "swap", "disk", "net", "temp"];
+pub(crate) const FAMILIES: [&str; 8] = [
+    "cpu",
+    "load",
+    "mem",
+    "swap",
+    "disk",
+    "net",
+    "temp",
+    "speedtest",
+];
 
 /// One sample of the node: every series with its value.
 #[derive(Clone, Debug, Default)]
