@@ -28,7 +28,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<impl IntoRe
     let errors = Counters::default();
     registry.register(
         "node",
-        "Node metric by series name (cpu.total %, mem.used bytes, net.IF.rx_bps, …)",
+        "Node metric by series name (cpu.total %, mem.used bytes, net.IF.rx_bytes_per_s, …)",
         node.clone(),
     );
     registry.register(

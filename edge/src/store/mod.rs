@@ -462,6 +462,26 @@ mod tests {
     }
 
     #[test]
+    fn the_size_bound_deletes_the_oldest_raw_rows_first() {
+        let (dir, mut store) = scratch("size");
+        let mut batch = Batch::default();
+        for i in 0..20_000 {
+            batch.readings.push(reading(i * 1000, Some(i as f64)));
+        }
+        store.write(&mut batch).expect("write");
+        assert_eq!(store.enforce_size(u64::MAX).expect("no-op"), 0);
+        let deleted = store.enforce_size(64 * 1024).expect("bound");
+        assert!(deleted > 0);
+        let left = store
+            .history("house-1", "temp_inside", 0, i64::MAX, 1_000_000_000)
+            .expect("query");
+        let (count, oldest) = (left.iter().map(|p| p.count).sum::<i64>(), left[0].min);
+        assert_eq!(count, 20_000 - deleted as i64);
+        assert_eq!(oldest, deleted as f64, "the oldest rows went first");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn events_and_state_round_trip() {
         let (dir, mut store) = scratch("events");
         let mut batch = Batch::default();

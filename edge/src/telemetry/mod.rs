@@ -1,5 +1,5 @@
 //! Node metrics: a sysinfo-backed [`Sampler`] that turns the machine's state into named series
-//! (`cpu.total`, `mem.used`, `net.eth0.rx_bps`, …), and bounded in-memory [`Rings`] of recent
+//! (`cpu.total`, `mem.used`, `net.eth0.rx_bytes_per_s`, …), and bounded in-memory [`Rings`] of recent
 //! values with summaries over any window.
 
 mod rings;
@@ -122,11 +122,11 @@ impl Sampler {
         for (name, data) in interfaces {
             let name = name.to_string_lossy();
             values.push((
-                format!("net.{name}.rx_bps"),
+                format!("net.{name}.rx_bytes_per_s"),
                 data.received() as f64 / elapsed,
             ));
             values.push((
-                format!("net.{name}.tx_bps"),
+                format!("net.{name}.tx_bytes_per_s"),
                 data.transmitted() as f64 / elapsed,
             ));
         }
