@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use constella_tests::{Agent, Sim, devices};
+use constella_tests::{Agent, numbered_devices, tcp_sim_with_units};
 
 const UNITS: u8 = 32;
 
@@ -91,14 +91,11 @@ struct Disk {
 }
 
 fn disk_writes() -> Disk {
-    let units: Vec<String> = (1..=UNITS).map(|u| u.to_string()).collect();
-    let sim = Sim::start(&["--tcp", "127.0.0.1:0", "--tcp-units", &units.join(",")]);
-    let names: Vec<(String, u8)> = (1..=UNITS).map(|u| (format!("u{u}"), u)).collect();
-    let named: Vec<(&str, u8)> = names.iter().map(|(n, u)| (n.as_str(), *u)).collect();
+    let sim = tcp_sim_with_units(UNITS, &[]);
     let agent = Agent::start(&format!(
         "[[bus]]\nname = \"gw\"\ntcp = \"{}\"\n\n{}",
         sim.tcp.expect("tcp"),
-        devices("gw", &named, "10s")
+        numbered_devices("gw", UNITS, "10s")
     ));
     agent.wait_device("u32", "first poll", |d| d["status"] == "online");
     // Measure from just after the first flush (the first poll writes every field once).

@@ -70,8 +70,7 @@ struct TcpResult {
 }
 
 fn tcp_throughput() -> TcpResult {
-    let units: Vec<String> = (1..=UNITS).map(|u| u.to_string()).collect();
-    let sim = Sim::start(&["--tcp", "127.0.0.1:0", "--tcp-units", &units.join(",")]);
+    let sim = constella_tests::tcp_sim_with_units(UNITS, &[]);
     let addr = sim.tcp.expect("tcp");
     let agent = agent_for_32_units(&sim, "1ms");
     agent.wait_device("u32", "first poll", |d| d["status"] == "online");
@@ -171,19 +170,16 @@ fn rtu_full_read() -> (f64, f64) {
 
 /// An agent polling every unit of a 32-unit simulator over Modbus TCP every `poll`.
 fn agent_for_32_units(sim: &Sim, poll: &str) -> Agent {
-    let names: Vec<(String, u8)> = (1..=UNITS).map(|u| (format!("u{u}"), u)).collect();
-    let named: Vec<(&str, u8)> = names.iter().map(|(n, u)| (n.as_str(), *u)).collect();
     let bus = format!(
         "[[bus]]\nname = \"gw\"\ntcp = \"{}\"\n\n",
         sim.tcp.expect("tcp")
     );
-    Agent::start(&(bus + &constella_tests::devices("gw", &named, poll)))
+    Agent::start(&(bus + &constella_tests::numbered_devices("gw", UNITS, poll)))
 }
 
 /// CPU use of an agent polling 32 units at the default 10 s interval, over 30 s.
 fn idle_cpu_percent() -> f64 {
-    let units: Vec<String> = (1..=UNITS).map(|u| u.to_string()).collect();
-    let sim = Sim::start(&["--tcp", "127.0.0.1:0", "--tcp-units", &units.join(",")]);
+    let sim = constella_tests::tcp_sim_with_units(UNITS, &[]);
     let agent = agent_for_32_units(&sim, "10s");
     agent.wait_device("u32", "first poll", |d| d["status"] == "online");
     let pid = agent.proc.pid();

@@ -198,6 +198,26 @@ impl Sim {
     }
 }
 
+/// A simulator serving units `1..=count` on Modbus TCP, with more `args`.
+pub fn tcp_sim_with_units(count: u8, args: &[&str]) -> Sim {
+    let units: Vec<String> = (1..=count).map(|u| u.to_string()).collect();
+    let units = units.join(",");
+    Sim::start(
+        &[
+            &["--tcp", "127.0.0.1:0", "--tcp-units", units.as_str()],
+            args,
+        ]
+        .concat(),
+    )
+}
+
+/// `[[device]]` tables for units `1..=count` on `bus`, named `u1`, `u2`, …
+pub fn numbered_devices(bus: &str, count: u8, poll: &str) -> String {
+    let names: Vec<(String, u8)> = (1..=count).map(|u| (format!("u{u}"), u)).collect();
+    let named: Vec<(&str, u8)> = names.iter().map(|(n, u)| (n.as_str(), *u)).collect();
+    devices(bus, &named, poll)
+}
+
 /// `[[device]]` tables for KUB-1063 units `(name, unit)` on `bus`, polled every `poll`.
 pub fn devices(bus: &str, units: &[(&str, u8)], poll: &str) -> String {
     units

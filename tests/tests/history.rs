@@ -259,22 +259,11 @@ fn prometheus_metrics_parse_and_carry_node_device_and_poller_series() {
 
 #[test]
 fn killing_the_agent_during_heavy_writes_never_corrupts_the_store() {
-    let units: Vec<String> = (1..=16).map(|u| u.to_string()).collect();
-    let sim = Sim::start(&[
-        "--tcp",
-        "127.0.0.1:0",
-        "--tcp-units",
-        &units.join(","),
-        "--speed",
-        "500",
-        "--no-pace",
-    ]);
-    let names: Vec<(String, u8)> = (1..=16).map(|u| (format!("u{u}"), u)).collect();
-    let named: Vec<(&str, u8)> = names.iter().map(|(n, u)| (n.as_str(), *u)).collect();
+    let sim = constella_tests::tcp_sim_with_units(16, &["--speed", "500", "--no-pace"]);
     let config = format!(
         "[history]\nflush_interval = \"50ms\"\ntelemetry_period = \"100ms\"\n\n[[bus]]\nname = \"gw\"\ntcp = \"{}\"\n\n{}",
         sim.tcp.expect("tcp"),
-        devices("gw", &named, "20ms")
+        constella_tests::numbered_devices("gw", 16, "20ms")
     );
     let mut agent = Agent::start(&config);
     let mut rows_before = 0;
