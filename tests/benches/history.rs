@@ -65,7 +65,7 @@ fn telemetry_cost() -> Telemetry {
         agent.get("/api/v1/node").1["sampled_at"].is_string()
     });
     let pid = agent.proc.pid();
-    let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
+    let (cpu0, t0) = (constella_tests::cpu_seconds(pid), Instant::now());
     let mut costs = Vec::new();
     while t0.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_secs(10));
@@ -77,8 +77,9 @@ fn telemetry_cost() -> Telemetry {
     }
     costs.sort_unstable();
     Telemetry {
-        cpu_percent: 100.0 * (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64(),
-        rss_mib: status_kib(pid, "VmHWM:") / 1024.0,
+        cpu_percent: 100.0 * (constella_tests::cpu_seconds(pid) - cpu0)
+            / t0.elapsed().as_secs_f64(),
+        rss_mib: constella_tests::peak_rss_mib(pid),
         sample_us: costs[costs.len() / 2],
     }
 }
@@ -204,26 +205,6 @@ fn query_latency() -> Query {
         max_ms: times[times.len() - 1],
         unindexed_ms: started.elapsed().as_secs_f64() * 1e3,
     }
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("comm")
-        .1
-        .split_whitespace()
-        .collect();
-    (fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime")) / 100.0
-}
-
-fn status_kib(pid: u32, key: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("field")
 }
 
 fn write_bytes(pid: u32) -> u64 {

@@ -87,7 +87,7 @@ fn tcp_throughput() -> TcpResult {
     std::thread::sleep(WINDOW);
     let polls = total(&agent) - start_polls;
     let elapsed = start.elapsed().as_secs_f64();
-    let rss_mib = peak_rss_mib(agent.proc.pid());
+    let rss_mib = constella_tests::peak_rss_mib(agent.proc.pid());
     drop(agent);
 
     let single = runtime().block_on(async {
@@ -183,33 +183,9 @@ fn idle_cpu_percent() -> f64 {
     let agent = agent_for_32_units(&sim, "10s");
     agent.wait_device("u32", "first poll", |d| d["status"] == "online");
     let pid = agent.proc.pid();
-    let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
+    let (cpu0, t0) = (constella_tests::cpu_seconds(pid), Instant::now());
     std::thread::sleep(Duration::from_secs(30));
-    100.0 * (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64()
-}
-
-/// User + system CPU seconds of a process (clock ticks of 10 ms, as on Linux by default).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("comm")
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    ticks / 100.0
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmHWM");
-    kib / 1024.0
+    100.0 * (constella_tests::cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

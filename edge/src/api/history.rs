@@ -5,12 +5,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use constella_common::kub1063::{Kind, REGISTERS};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState, find};
+use super::{ApiError, ApiQuery, AppState, find, with_store};
 use crate::recorder::unix_ms;
 use crate::store::{Event, Point};
 use crate::telemetry::FAMILIES;
@@ -54,9 +53,8 @@ struct StoreDto {
 
 pub(super) async fn node(
     State(state): State<AppState>,
-    query: Result<Query<NodeQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<NodeQuery>,
 ) -> Result<Json<Node>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let window = match query.window {
         Some(text) => duration(&text, "window")?,
         None => Duration::from_secs(300),
@@ -135,9 +133,8 @@ struct PointDto {
 
 pub(super) async fn node_metrics(
     State(state): State<AppState>,
-    query: Result<Query<RangeQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<RangeQuery>,
 ) -> Result<Json<SeriesList>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if query.field.is_some() {
         return Err(ApiError::bad_request(
             "`field` belongs to device history; node metrics take `series`".into(),
@@ -157,16 +154,10 @@ pub(super) async fn node_metrics(
     }
     let range = Range::parse(&query)?;
     let prefix = format!("{family}.");
-    let store = state.history.store.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .series(&prefix, range.from, range.to, range.step)
+    let found = with_store(&state, move |store| {
+        store.series(&prefix, range.from, range.to, range.step)
     })
-    .await
-    .map_err(|e| ApiError::internal(&e.to_string()))?
-    .map_err(|e| ApiError::internal(&e.to_string()))?;
+    .await?;
     Ok(Json(SeriesList {
         from: range.show(range.from),
         to: range.show(range.to),
@@ -184,9 +175,8 @@ pub(super) async fn node_metrics(
 pub(super) async fn device_history(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    query: Result<Query<RangeQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<RangeQuery>,
 ) -> Result<Json<SeriesList>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (_, device) = find(&state, &id)?;
     if query.series.is_some() {
         return Err(ApiError::bad_request(
@@ -201,16 +191,11 @@ pub(super) async fn device_history(
         .find(|r| r.key == field && !matches!(r.kind, Kind::Command))
         .ok_or_else(|| ApiError::bad_request(format!("unknown field `{field}`")))?;
     let range = Range::parse(&query)?;
-    let (store, key) = (state.history.store.clone(), register.key);
-    let points = tokio::task::spawn_blocking(move || {
-        store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .history(&device.name, key, range.from, range.to, range.step)
+    let key = register.key;
+    let points = with_store(&state, move |store| {
+        store.history(&device.name, key, range.from, range.to, range.step)
     })
-    .await
-    .map_err(|e| ApiError::internal(&e.to_string()))?
-    .map_err(|e| ApiError::internal(&e.to_string()))?;
+    .await?;
     Ok(Json(SeriesList {
         from: range.show(range.from),
         to: range.show(range.to),
@@ -248,9 +233,8 @@ struct EventDto {
 
 pub(super) async fn events(
     State(state): State<AppState>,
-    query: Result<Query<EventsQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Json<EventList>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let device = match query.device {
         Some(id) => Some(find(&state, &id)?.1.name),
         None => None,
@@ -268,16 +252,10 @@ pub(super) async fn events(
         }
     };
     let after = query.after.unwrap_or(0);
-    let store = state.history.store.clone();
-    let found: Vec<Event> = tokio::task::spawn_blocking(move || {
-        store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .events(device.as_deref(), since, after, limit)
+    let found: Vec<Event> = with_store(&state, move |store| {
+        store.events(device.as_deref(), since, after, limit)
     })
-    .await
-    .map_err(|e| ApiError::internal(&e.to_string()))?
-    .map_err(|e| ApiError::internal(&e.to_string()))?;
+    .await?;
     Ok(Json(EventList {
         events: found
             .into_iter()

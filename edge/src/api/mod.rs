@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -147,9 +146,8 @@ struct DeviceQuery {
 async fn device(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    query: Result<Query<DeviceQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<DeviceQuery>,
 ) -> Result<Json<dto::DeviceDetail>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let lang = match query.lang.as_deref() {
         None | Some("en") => dto::Lang::En,
         Some("ru") => dto::Lang::Ru,
@@ -218,6 +216,39 @@ fn find(state: &AppState, id: &str) -> Result<(usize, crate::devices::DeviceStat
             &format!("no device `{id}`"),
         )
     })
+}
+
+/// `Query<T>` whose rejection is a JSON 400 like every other API error.
+struct ApiQuery<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+/// Runs `f` on the store on the blocking pool: SQLite calls block.
+async fn with_store<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&mut crate::store::Store) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.history.store.clone();
+    tokio::task::spawn_blocking(move || {
+        f(&mut store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e.to_string()))?
+    .map_err(|e| ApiError::internal(&e.to_string()))
 }
 
 /// A JSON error response.

@@ -7,14 +7,13 @@ use std::time::{Instant, SystemTime};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState};
+use super::{ApiError, ApiQuery, AppState, with_store};
 use crate::recorder::unix_ms;
 use crate::speedtest::{self, MAX_TRANSFER};
 use crate::store::Batch;
@@ -29,9 +28,8 @@ pub(super) struct BlobQuery {
 
 /// `GET /api/v1/speedtest/blob?bytes=N`: N bytes (default 10 MB, at most 256 MiB), streamed.
 pub(super) async fn blob(
-    query: Result<Query<BlobQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<BlobQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let total = match query.bytes.unwrap_or(10_000_000) {
         n @ 1..=MAX_TRANSFER => n,
         n => {
@@ -118,16 +116,7 @@ pub(super) async fn run(State(state): State<AppState>) -> Result<Json<RunReport>
             batch.samples.push((ts, series.to_string(), value));
         }
     }
-    let store = state.history.store.clone();
-    tokio::task::spawn_blocking(move || {
-        store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .write(&mut batch)
-    })
-    .await
-    .map_err(|e| ApiError::internal(&e.to_string()))?
-    .map_err(|e| ApiError::internal(&e.to_string()))?;
+    with_store(&state, move |store| store.write(&mut batch)).await?;
     Ok(Json(RunReport {
         download_bytes: measured.download_bytes,
         download_bps: measured.download_bps,
