@@ -34,13 +34,29 @@ fn everything_but_health_needs_the_token() {
     let (status, body) = agent.get("/api/v1/devices");
     assert_eq!(status, 200);
     assert_eq!(body["devices"][0]["id"], "house-1");
-    // The token file is owner-only.
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(agent.dir.0.join("state/api-token"))
-            .expect("token")
-            .permissions(),
+    // Every state file (token, history database, its WAL and shared memory) is owner-only.
+    use std::os::unix::fs::PermissionsExt as _;
+    let state = agent.dir.0.join("state");
+    assert_eq!(
+        std::fs::metadata(&state)
+            .expect("state dir")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
     );
-    assert_eq!(mode & 0o777, 0o600);
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&state).expect("state dir") {
+        let entry = entry.expect("entry");
+        let mode = entry.metadata().expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{:?}", entry.file_name());
+        names.push(entry.file_name().to_string_lossy().to_string());
+    }
+    names.sort();
+    assert!(
+        names.starts_with(&["api-token".to_string(), "history.db".to_string()]),
+        "{names:?}"
+    );
 }
 
 #[test]
