@@ -303,3 +303,51 @@ fn killing_the_agent_during_heavy_writes_never_corrupts_the_store() {
         "every round wrote readings: {rows_before}"
     );
 }
+
+#[test]
+fn a_clean_stop_writes_the_pending_batch() {
+    let sim = Sim::start(&["--tcp", "127.0.0.1:0", "--speed", "0"]);
+    let bus = format!(
+        "[[bus]]\nname = \"gw\"\ntcp = \"{}\"\n\n",
+        sim.tcp.expect("tcp")
+    );
+    let history = "[history]\nflush_interval = \"1h\"\ntelemetry_period = \"1s\"\n\n";
+    let agent = Agent::start(&format!(
+        "{history}{bus}{}",
+        devices("gw", &[("house-1", 1)], "200ms")
+    ));
+    agent.wait_device("house-1", "a few polls", |d| counter(d, "polls_ok") >= 3);
+    constella_tests::wait_until("a node sample", || {
+        agent.get("/api/v1/node").1["sampled_at"].is_string()
+    });
+    let db = agent.database();
+    let count = |table: &str| -> i64 {
+        let conn = rusqlite::Connection::open(&db).expect("open");
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    };
+    assert_eq!(
+        count("readings"),
+        0,
+        "batched: nothing written before the hourly flush"
+    );
+
+    let Agent {
+        proc, dir: _dir, ..
+    } = agent;
+    let pid = proc.pid().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-s", "TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let (status, output) = proc.wait_exit();
+    assert!(status.success(), "{output}");
+    assert!(
+        count("readings") >= 119,
+        "every polled field written on stop"
+    );
+    assert!(count("samples") >= 1, "node samples written on stop");
+}
