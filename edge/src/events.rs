@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use constella_common::kub1063::{Flag, Group, Kind, Status, flags_of};
+use constella_common::kub1063::{Decoded, Flag, Group, Kind, Status, flags_of};
 
-use crate::devices::{DeviceState, Health};
+use crate::devices::Health;
 
 /// The event-relevant state of one device.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,19 +27,19 @@ pub(crate) struct Change {
 }
 
 impl View {
-    /// The view after observing `device`, starting from `self`. Data of a device that did not
-    /// answer its last poll is stale, so only its reachability is taken then.
-    pub(crate) fn observe(&self, device: &DeviceState) -> View {
+    /// The view after observing a device in `health` whose image decodes to `decoded`, starting
+    /// from `self`. Data of a device that did not answer its last poll is stale, so only its
+    /// reachability is taken then.
+    pub(crate) fn observe(&self, health: Health, decoded: &Decoded) -> View {
         let mut next = self.clone();
-        match device.health() {
+        match health {
             Health::Online => next.reachable = Some(true),
             Health::Offline => next.reachable = Some(false),
             Health::Pending | Health::Failing => {}
         }
-        if device.health() != Health::Online {
+        if health != Health::Online {
             return next;
         }
-        let decoded = device.image().decode();
         for state in &decoded.groups {
             next.groups.insert(state.group, state.mask);
         }
@@ -160,7 +160,7 @@ fn change(kind: &'static str, subject: &str, detail: &str) -> Change {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::{Counters, Sample};
+    use crate::devices::{Counters, DeviceState, Sample};
     use constella_common::kub1063::{RegisterAddr, Table, fixtures::snapshot};
     use std::time::{Duration, SystemTime};
 
@@ -194,6 +194,11 @@ mod tests {
         }
     }
 
+    /// `view` after observing `device`, as the recorder does.
+    fn seen(view: &View, device: &DeviceState) -> View {
+        view.observe(device.health(), &device.image().decode())
+    }
+
     fn kinds(changes: &[Change]) -> Vec<String> {
         changes
             .iter()
@@ -203,14 +208,14 @@ mod tests {
 
     #[test]
     fn a_sequence_of_observations_gives_each_transition_once() {
-        let start = View::default().observe(&device('E', 0));
+        let start = seen(&View::default(), &device('E', 0));
         assert_eq!(
             kinds(&View::default().changes(&start)),
             [] as [String; 0],
             "E has nothing to report"
         );
         // B: pressure break, bit 41 active and registered.
-        let broken = start.observe(&device('B', 0));
+        let broken = seen(&start, &device('B', 0));
         assert_eq!(
             kinds(&start.changes(&broken)),
             [
@@ -220,20 +225,20 @@ mod tests {
             ]
         );
         assert_eq!(
-            kinds(&broken.changes(&broken.observe(&device('B', 0)))),
+            kinds(&broken.changes(&seen(&broken, &device('B', 0)))),
             [] as [String; 0],
             "no repeat"
         );
         // Failing twice changes nothing; the third failure makes it unreachable.
-        let failing = broken.observe(&device('B', 2));
+        let failing = seen(&broken, &device('B', 2));
         assert!(broken.changes(&failing).is_empty());
-        let gone = failing.observe(&device('B', 3));
+        let gone = seen(&failing, &device('B', 3));
         assert_eq!(
             kinds(&failing.changes(&gone)),
             ["device_unreachable device"]
         );
         // Back, with the sensor restored; registered bit 41 stays latched (C also raises bit 24).
-        let back = gone.observe(&device('C', 0));
+        let back = seen(&gone, &device('C', 0));
         assert_eq!(
             kinds(&gone.changes(&back)),
             [
@@ -251,12 +256,12 @@ mod tests {
 
     #[test]
     fn a_restored_view_remembers_everything_events_depend_on() {
-        let view = View::default().observe(&device('G', 0));
+        let view = seen(&View::default(), &device('G', 0));
         let restored = View::from_rows(&view.to_rows());
         assert_eq!(restored, view);
         assert!(
             restored
-                .changes(&restored.observe(&device('G', 0)))
+                .changes(&seen(&restored, &device('G', 0)))
                 .is_empty()
         );
         assert_eq!(

@@ -141,8 +141,10 @@ impl Recorder {
             return false;
         };
         let ts = unix_ms(SystemTime::now());
+        let health = device.health();
+        let decoded = device.image().decode();
         let before = &self.views[index];
-        let next = before.observe(&device);
+        let next = before.observe(health, &decoded);
         let changes = before.changes(&next);
         if !changes.is_empty() {
             for change in &changes {
@@ -162,10 +164,10 @@ impl Recorder {
             );
             self.views[index] = next;
         }
-        if device.health() == Health::Online {
+        if health == Health::Online {
             let now = Instant::now();
             let written = &mut self.written[index];
-            for field in device.image().decode().fields {
+            for field in decoded.fields {
                 let key = field.register.key;
                 let status = field.reading.status;
                 let fresh = written.get(key).is_some_and(|&(raw, s, at)| {
