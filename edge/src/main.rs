@@ -5,6 +5,7 @@
 mod agent;
 mod api;
 mod cli;
+mod cluster;
 mod config;
 mod demo;
 mod devices;

@@ -1,0 +1,118 @@
+//! A node's identity: an ed25519 key pair whose public half names the node. The node id is the
+//! first 16 bytes of SHA-256 over the public key, so it cannot be chosen without the key.
+
+use std::fmt;
+
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// A cluster member's id, derived from its public key.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(crate) struct NodeId(pub(crate) [u8; 16]);
+
+impl NodeId {
+    pub(crate) fn of(public: &PublicKey) -> NodeId {
+        let digest = Sha256::digest(public.0);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        NodeId(id)
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<NodeId> {
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(text, &mut id).ok()?;
+        Some(NodeId(id))
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &hex::encode(self.0)[..8])
+    }
+}
+
+/// A node's ed25519 public key, as carried in the peer table.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PublicKey(pub(crate) [u8; 32]);
+
+impl PublicKey {
+    /// Checks `signature` over `message`; false for keys that are not valid curve points.
+    pub(crate) fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        match VerifyingKey::from_bytes(&self.0) {
+            Ok(key) => key
+                .verify(message, &Signature::from_bytes(signature))
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", &hex::encode(self.0)[..8])
+    }
+}
+
+/// The node's private key. Never serialized except into the 0600 secrets file.
+#[derive(Clone)]
+pub(crate) struct NodeKey(SigningKey);
+
+impl NodeKey {
+    pub(crate) fn generate() -> NodeKey {
+        let mut seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut seed);
+        NodeKey(SigningKey::from_bytes(&seed))
+    }
+
+    pub(crate) fn from_seed(seed: [u8; 32]) -> NodeKey {
+        NodeKey(SigningKey::from_bytes(&seed))
+    }
+
+    pub(crate) fn seed(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    pub(crate) fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key().to_bytes())
+    }
+
+    pub(crate) fn id(&self) -> NodeId {
+        NodeId::of(&self.public())
+    }
+
+    pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.0.sign(message).to_bytes()
+    }
+}
+
+impl fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeKey({:?}, secret hidden)", self.id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_follows_the_key_and_signatures_check() {
+        let key = NodeKey::generate();
+        let again = NodeKey::from_seed(key.seed());
+        assert_eq!(key.id(), again.id());
+        assert_eq!(NodeId::parse(&key.id().to_string()), Some(key.id()));
+        let sig = key.sign(b"hello");
+        assert!(key.public().verify(b"hello", &sig));
+        assert!(!key.public().verify(b"hellO", &sig));
+        assert!(!NodeKey::generate().public().verify(b"hello", &sig));
+        assert!(!format!("{key:?}").contains(&hex::encode(key.seed())));
+    }
+}
