@@ -2,6 +2,7 @@
 //! events, node metrics) and the API.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -9,11 +10,13 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::devices::Registry;
 use crate::recorder::{History, Recorder};
-use crate::{api, modbus, state};
+use crate::{api, cluster, modbus, state};
 
 /// A running agent; dropping it stops the pollers, the recorder and the API.
 pub(crate) struct Agent {
     pub(crate) api_addr: SocketAddr,
+    /// Where peers reach this node, if it belongs to a network.
+    pub(crate) cluster_listen: Option<SocketAddr>,
     pub(crate) token: String,
     pub(crate) registry: Registry,
     pub(crate) history: History,
@@ -32,21 +35,36 @@ impl Agent {
             registry.clone(),
             polls_rx,
         )?;
-        let (api_addr, serve) = api::bind(
+        let router_cell: Arc<OnceLock<axum::Router>> = Arc::default();
+        let cluster = if cluster::exists(&config.state_dir) {
+            let local = local_call(router_cell.clone(), token.clone());
+            Some(cluster::start(&config.state_dir, config.cluster.clone(), local).await?)
+        } else {
+            None
+        };
+        let (api_addr, router, serve) = api::bind(
             config.api_listen,
             registry.clone(),
             history.clone(),
             config.speedtest.clone(),
             token.clone(),
+            cluster.as_ref().map(|c| c.handle.clone()),
         )
         .await?;
+        let _ = router_cell.set(router);
         let mut tasks: Vec<JoinHandle<()>> =
             runners.into_iter().map(|r| tokio::spawn(r.run())).collect();
         tasks.push(tokio::spawn(serve));
+        let cluster_listen = cluster.map(|started| {
+            tasks.push(tokio::spawn(started.serve));
+            tasks.push(tokio::spawn(started.run));
+            started.listen
+        });
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let recorder = Some((stop, tokio::spawn(recorder.run(stopped))));
         Ok(Agent {
             api_addr,
+            cluster_listen,
             token,
             registry,
             history,
@@ -81,4 +99,41 @@ impl Drop for Agent {
             recorder.abort();
         }
     }
+}
+
+/// Cluster calls run against this node's own API, in-process, with its own token.
+fn local_call(router: Arc<OnceLock<axum::Router>>, token: String) -> cluster::LocalCall {
+    Arc::new(move |post, path| {
+        let router = router.get().cloned();
+        let token = token.clone();
+        Box::pin(async move {
+            use tower::ServiceExt as _;
+            let Some(router) = router else {
+                return (
+                    503,
+                    b"{\"error\":{\"code\":\"starting\",\"message\":\"the API is starting\"}}"
+                        .to_vec(),
+                );
+            };
+            let method = if post { "POST" } else { "GET" };
+            let request = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("authorization", format!("Bearer {token}"))
+                .body(axum::body::Body::empty());
+            let Ok(request) = request else {
+                return (
+                    400,
+                    b"{\"error\":{\"code\":\"bad_request\",\"message\":\"bad path\"}}".to_vec(),
+                );
+            };
+            let Ok(response) = router.oneshot(request).await;
+            let status = response.status().as_u16();
+            let body = axum::body::to_bytes(response.into_body(), 64 << 20)
+                .await
+                .map(|b| b.to_vec())
+                .unwrap_or_default();
+            (status, body)
+        })
+    })
 }

@@ -1,4 +1,5 @@
-//! Command-line interface: `run`, `demo`, `sim` and `token`.
+//! Command-line interface: `run`, `demo`, `sim`, `token`, and the cluster's `init`, `join`,
+//! `invite`, `status` and `peers`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{self, Config};
 use crate::serial::{LineParity, LineSettings};
 use crate::sim::{self, FaultSpec, SimOptions, Undocumented};
-use crate::{agent, demo, state};
+use crate::{agent, client, cluster, demo, state};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +47,30 @@ pub(crate) enum Command {
     Demo(DemoArgs),
     /// Serve simulated KUB-1063 units over Modbus TCP, RTU on a serial device or pty, or RTU over TCP.
     Sim(Box<SimArgs>),
+    /// Create a new network with this node as its first member.
+    Init(InitArgs),
+    /// Join a network with an invite link from `constella invite`.
+    Join(JoinArgs),
+    /// Print a single-use invite link for a new node (asks the running agent).
+    Invite {
+        /// How long the link stays valid (at most 7 days).
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Print the cluster table: nodes, status, leader and bot lease.
+    Status {
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// List the network's nodes, or remove one network-wide (`peers remove NAME`).
+    Peers {
+        #[command(subcommand)]
+        action: Option<PeersAction>,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
     /// Print the API bearer token, creating it if needed.
     Token {
         /// Take the state directory from this configuration file.
@@ -55,6 +80,62 @@ pub(crate) enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+pub(crate) struct NodeArgs {
+    /// This node's name, unique in the network.
+    #[arg(long, env = "SERVER_NAME")]
+    name: String,
+    /// HOST:PORT where the other nodes reach this one.
+    #[arg(long, env = "PUBLIC_ADDR")]
+    public_addr: String,
+    /// IP:PORT the cluster listener binds [default: 0.0.0.0 and the public port].
+    #[arg(long, env = "LISTEN_ADDR")]
+    listen: Option<String>,
+    /// Telegram bot token; only nodes with one can host the bot.
+    #[arg(long, env = "BOT_TOKEN", hide_env_values = true)]
+    bot_token: Option<String>,
+    /// Election priority: the smallest wins among live nodes with a bot token.
+    #[arg(long, env = "PRIORITY", default_value_t = 100)]
+    priority: u32,
+    /// State directory.
+    #[arg(long, env = "STATE_DIR", default_value = config::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+}
+
+#[derive(Args)]
+pub(crate) struct InitArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// The owner's Telegram username: the only user the bot answers.
+    #[arg(long, env = "OWNER_USERNAME")]
+    owner: String,
+}
+
+#[derive(Args)]
+pub(crate) struct JoinArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// The invite link (join://HOST:PORT?net=…&token=…&ttl=…).
+    #[arg(long = "join", env = "JOIN_LINK")]
+    link: String,
+    /// How many times to try an unreachable seed (with backoff).
+    #[arg(long, default_value_t = 6)]
+    attempts: u32,
+}
+
+#[derive(Args)]
+pub(crate) struct AgentArgs {
+    /// The running agent's configuration file (for its API address and token).
+    #[arg(long, env = "CONSTELLA_CONFIG", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PeersAction {
+    /// Forget a node network-wide; its key is no longer accepted.
+    Remove { name: String },
 }
 
 #[derive(Args)]
@@ -180,6 +261,62 @@ impl Command {
                 .await
             }
             Command::Sim(args) => run_sim(*args).await,
+            Command::Init(args) => {
+                let state_dir = args.node.state_dir.clone();
+                let (network, node) = cluster::init(cluster::InitOptions {
+                    node: args.node.into_options(),
+                    owner: args.owner,
+                })?;
+                println!("created network {network}");
+                println!("node {node} in {}", state_dir.display());
+                Ok(())
+            }
+            Command::Join(args) => {
+                let (network, node) = cluster::join(cluster::JoinOptions {
+                    node: args.node.into_options(),
+                    link: args.link,
+                    attempts: args.attempts.max(1),
+                })
+                .await?;
+                println!("joined network {network} as node {node}");
+                Ok(())
+            }
+            Command::Invite { ttl, agent } => {
+                cluster::parse_ttl(&ttl)?;
+                let answer = client::request(
+                    &agent.config,
+                    "POST",
+                    "/api/v1/cluster/invites",
+                    Some(serde_json::json!({"ttl": ttl})),
+                )
+                .await?;
+                println!("{}", answer["link"].as_str().unwrap_or_default());
+                Ok(())
+            }
+            Command::Status { agent } => {
+                let table = client::request(&agent.config, "GET", "/api/v1/nodes", None).await?;
+                print!("{}", client::status_table(&table));
+                Ok(())
+            }
+            Command::Peers { action, agent } => match action {
+                Some(PeersAction::Remove { name }) => {
+                    client::request(
+                        &agent.config,
+                        "DELETE",
+                        &format!("/api/v1/nodes/{name}"),
+                        None,
+                    )
+                    .await?;
+                    println!("removed {name}");
+                    Ok(())
+                }
+                None => {
+                    let table =
+                        client::request(&agent.config, "GET", "/api/v1/nodes", None).await?;
+                    print!("{}", client::peers_table(&table));
+                    Ok(())
+                }
+            },
             Command::Token { config, state_dir } => {
                 let dir = match (config, state_dir) {
                     (Some(path), _) => Config::load(&path)?.state_dir,
@@ -267,4 +404,17 @@ pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+impl NodeArgs {
+    fn into_options(self) -> cluster::NodeOptions {
+        cluster::NodeOptions {
+            name: self.name,
+            public_addr: self.public_addr,
+            listen: self.listen,
+            bot_token: self.bot_token,
+            priority: self.priority,
+            state_dir: self.state_dir,
+        }
+    }
 }

@@ -27,6 +27,7 @@ pub(crate) struct Config {
     pub(crate) devices: Vec<Device>,
     pub(crate) history: HistoryConfig,
     pub(crate) speedtest: SpeedtestConfig,
+    pub(crate) cluster: crate::cluster::Settings,
 }
 
 /// How node metrics and device history are kept (`[history]`).
@@ -113,6 +114,7 @@ struct File {
     api: Option<ApiFile>,
     history: Option<HistoryFile>,
     speedtest: Option<SpeedtestFile>,
+    cluster: Option<ClusterFile>,
     #[serde(default)]
     bus: Vec<BusFile>,
     #[serde(default)]
@@ -132,6 +134,15 @@ struct SpeedtestFile {
     upload_url: Option<String>,
     token: Option<String>,
     upload_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    reboot_command: Option<Vec<String>>,
+    probe_period: Option<String>,
+    down_after: Option<String>,
+    lease_duration: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +263,36 @@ impl Config {
             }
         }
 
+        let mut cluster = crate::cluster::Settings::default();
+        if let Some(raw) = file.cluster {
+            if let Some(command) = raw.reboot_command {
+                if command.is_empty() || command[0].is_empty() {
+                    return Err(fail(
+                        "cluster.reboot_command",
+                        "must name a program, e.g. [\"systemctl\", \"reboot\"]".into(),
+                    ));
+                }
+                cluster.reboot_command = command;
+            }
+            let set =
+                |slot: &mut Duration, key: &str, text: Option<String>| -> Result<(), ConfigError> {
+                    if let Some(text) = text {
+                        *slot = positive_duration(&text)
+                            .map_err(|reason| fail(&format!("cluster.{key}"), reason))?;
+                    }
+                    Ok(())
+                };
+            let mut period = cluster.timing.probe_period;
+            set(&mut period, "probe_period", raw.probe_period)?;
+            let mut down_after = cluster.timing.suspect_after;
+            set(&mut down_after, "down_after", raw.down_after)?;
+            let mut lease = cluster.lease.duration;
+            set(&mut lease, "lease_duration", raw.lease_duration)?;
+            cluster
+                .apply_timing(period, down_after, lease)
+                .map_err(|(field, reason)| fail(&format!("cluster.{field}"), reason))?;
+        }
+
         let mut speedtest = SpeedtestConfig {
             upload_bytes: 10_000_000,
             ..SpeedtestConfig::default()
@@ -368,6 +409,7 @@ impl Config {
             devices,
             history,
             speedtest,
+            cluster,
         })
     }
 }

@@ -5,6 +5,7 @@
 mod agent;
 mod api;
 mod cli;
+mod client;
 mod cluster;
 mod config;
 mod demo;

@@ -3,6 +3,7 @@
 
 mod dto;
 mod history;
+mod nodes;
 mod prometheus;
 mod speedtest;
 
@@ -30,6 +31,7 @@ struct AppState {
     token: Arc<str>,
     started: std::time::Instant,
     speedtest: Arc<crate::speedtest::SpeedtestConfig>,
+    cluster: Option<crate::cluster::Handle>,
 }
 
 /// Binds `addr` and serves until the task is aborted.
@@ -39,7 +41,8 @@ pub(crate) async fn bind(
     history: History,
     speedtest: crate::speedtest::SpeedtestConfig,
     token: String,
-) -> anyhow::Result<(SocketAddr, impl Future<Output = ()>)> {
+    cluster: Option<crate::cluster::Handle>,
+) -> anyhow::Result<(SocketAddr, Router, impl Future<Output = ()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("Failed to bind the API on {addr}"))?;
@@ -50,13 +53,15 @@ pub(crate) async fn bind(
         token: token.into(),
         started: std::time::Instant::now(),
         speedtest: Arc::new(speedtest),
+        cluster,
     });
+    let router = app.clone();
     let serve = async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "API server stopped");
         }
     };
-    Ok((local, serve))
+    Ok((local, router, serve))
 }
 
 fn router(state: AppState) -> Router {
@@ -72,6 +77,13 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/node/speedtest", post(speedtest::run))
         .route("/api/v1/speedtest/blob", get(speedtest::blob))
         .route("/api/v1/speedtest/sink", post(speedtest::sink))
+        .route("/api/v1/nodes", get(nodes::list))
+        .route("/api/v1/nodes/{name}", axum::routing::delete(nodes::remove))
+        .route(
+            "/api/v1/nodes/{name}/{*rest}",
+            get(nodes::proxy).post(nodes::proxy),
+        )
+        .route("/api/v1/cluster/invites", post(nodes::invite))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
@@ -259,7 +271,7 @@ struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: &str) -> ApiError {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: &str) -> ApiError {
         ApiError {
             status,
             code,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 /// A cluster member's id, derived from its public key.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct NodeId(pub(crate) [u8; 16]);
 
 impl NodeId {
@@ -40,7 +40,7 @@ impl fmt::Debug for NodeId {
 }
 
 /// A node's ed25519 public key, as carried in the peer table.
-#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PublicKey(pub(crate) [u8; 32]);
 
 impl PublicKey {
@@ -60,6 +60,39 @@ impl fmt::Debug for PublicKey {
         write!(f, "PublicKey({})", &hex::encode(self.0)[..8])
     }
 }
+
+/// Hex text in JSON (and as map keys), raw bytes in postcard.
+macro_rules! bytes_serde {
+    ($ty:ident, $n:expr) => {
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.serialize_str(&hex::encode(self.0))
+                } else {
+                    self.0.serialize(s)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let text = String::deserialize(d)?;
+                    let mut out = [0u8; $n];
+                    hex::decode_to_slice(&text, &mut out).map_err(|e| {
+                        serde::de::Error::custom(format!("expected {} hex digits: {e}", 2 * $n))
+                    })?;
+                    Ok($ty(out))
+                } else {
+                    Ok($ty(<[u8; $n]>::deserialize(d)?))
+                }
+            }
+        }
+    };
+}
+
+bytes_serde!(NodeId, 16);
+bytes_serde!(PublicKey, 32);
 
 /// The node's private key. Never serialized except into the 0600 secrets file.
 #[derive(Clone)]

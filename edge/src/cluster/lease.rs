@@ -565,11 +565,9 @@ mod tests {
                                 .handle_claim(from_id, (epoch, round, offset), now);
                         self.send(to, from, Packet::Vote(vote));
                     }
-                    Packet::Message(Message::Release { epoch, offset }) => {
-                        self.nodes[to]
-                            .lease
-                            .handle_release(from_id, epoch, offset, now)
-                    }
+                    Packet::Message(Message::Release { epoch, offset }) => self.nodes[to]
+                        .lease
+                        .handle_release(from_id, epoch, offset, now),
                     Packet::Vote(vote) => self.nodes[to].lease.handle_vote(from_id, vote, now),
                 }
                 self.drain(to);
@@ -683,7 +681,11 @@ mod tests {
         sim.until_holder(2, 5 * SECOND);
         sim.run(20 * SECOND);
         assert_eq!(sim.holder(), Some(2));
-        assert_eq!(sim.holders, [(2, 1)], "one holder, one epoch, renewed throughout");
+        assert_eq!(
+            sim.holders,
+            [(2, 1)],
+            "one holder, one epoch, renewed throughout"
+        );
         assert_eq!(sim.nodes[0].bot, None);
         assert_eq!(sim.nodes[1].bot, None);
     }
@@ -701,7 +703,10 @@ mod tests {
         sim.run(5 * SECOND);
         sim.crash(0);
         let took = sim.until_holder(1, 10 * SECOND);
-        assert!(took <= Duration::from_millis(3500), "failover took {took:?}");
+        assert!(
+            took <= Duration::from_millis(3500),
+            "failover took {took:?}"
+        );
         assert_eq!(sim.holders.iter().map(|h| h.1).collect::<Vec<_>>(), [1, 2]);
         // The old holder comes back: it is the better node, so the lease moves back to it.
         sim.restart(0);
@@ -723,7 +728,11 @@ mod tests {
         assert_eq!(sim.nodes[0].bot, None);
         sim.until_holder(1, 5 * SECOND);
         sim.run(30 * SECOND);
-        assert_eq!(sim.holder(), Some(1), "the isolated node never regains it alone");
+        assert_eq!(
+            sim.holder(),
+            Some(1),
+            "the isolated node never regains it alone"
+        );
         sim.cut.clear();
         sim.until_holder(0, 10 * SECOND);
         sim.run(10 * SECOND);
@@ -800,7 +809,10 @@ mod tests {
         sim.until_holder(0, 5 * SECOND);
         sim.crash(0);
         let took = sim.until_holder(1, 10 * SECOND);
-        assert!(took <= Duration::from_millis(3500), "failover took {took:?}");
+        assert!(
+            took <= Duration::from_millis(3500),
+            "failover took {took:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,218 @@
+//! Invites and the join handshake's cryptography.
+//!
+//! An invite is a random token shown to the owner once, as
+//! `join://HOST:PORT?net=NETWORK_ID&token=TOKEN&ttl=900s`. The network stores only
+//! `invite_id(token)` and the invite key `HKDF(token)` sealed under the network key, so any node
+//! can redeem it and no node, log or packet holds the token itself.
+//!
+//! The join request carries the joiner's ephemeral X25519 key and its details sealed under a key
+//! derived from the invite key and that ephemeral key: only a holder of the token can make it,
+//! only a member can read it. The reply is sealed under a key derived from an X25519 exchange
+//! with the seed's ephemeral key *and* the invite key, so an eavesdropper learns nothing (not
+//! even with the token later) and a fake seed without the invite key cannot answer.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use chacha20poly1305::aead::{Aead as _, KeyInit as _};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use hkdf::Hkdf;
+use rand::RngCore as _;
+use sha2::Sha256;
+
+use super::envelope::NetworkId;
+
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(900);
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A parsed `join://` link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Link {
+    pub(crate) seed: String,
+    pub(crate) network: NetworkId,
+    pub(crate) token: [u8; 16],
+    pub(crate) ttl: Duration,
+}
+
+impl Link {
+    pub(crate) fn parse(text: &str) -> anyhow::Result<Link> {
+        let rest = text
+            .trim()
+            .strip_prefix("join://")
+            .context("a join link starts with join://")?;
+        let (seed, query) = rest
+            .split_once('?')
+            .context("a join link has ?net=…&token=…&ttl=…")?;
+        if seed.is_empty() || !seed.contains(':') {
+            bail!("the join link's seed must be HOST:PORT, got {seed:?}");
+        }
+        let (mut network, mut token, mut ttl) = (None, None, None);
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some(("net", v)) => {
+                    network = Some(NetworkId::parse(v).context("net= is not a network id")?)
+                }
+                Some(("token", v)) => {
+                    let mut t = [0u8; 16];
+                    hex::decode_to_slice(v, &mut t).context("token= is not an invite token")?;
+                    token = Some(t);
+                }
+                Some(("ttl", v)) => ttl = Some(parse_ttl(v)?),
+                _ => bail!("unknown part {pair:?} in the join link"),
+            }
+        }
+        Ok(Link {
+            seed: seed.to_string(),
+            network: network.context("the join link has no net=")?,
+            token: token.context("the join link has no token=")?,
+            ttl: ttl.unwrap_or(DEFAULT_TTL),
+        })
+    }
+}
+
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "join://{}?net={}&token={}&ttl={}s",
+            self.seed,
+            self.network,
+            hex::encode(self.token),
+            self.ttl.as_secs()
+        )
+    }
+}
+
+/// Parses an invite lifetime such as `15m`, `900s` or `7d`: at least a second, at most 7 days.
+pub(crate) fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
+    let ttl = humantime::parse_duration(text).with_context(|| {
+        format!("invalid TTL {text:?}: expected a duration such as 15m, 900s or 2d")
+    })?;
+    if ttl < Duration::from_secs(1) {
+        bail!("invalid TTL {text:?}: must be at least 1s");
+    }
+    if ttl > MAX_TTL {
+        bail!("invalid TTL {text:?}: the maximum is 7 days");
+    }
+    Ok(ttl)
+}
+
+pub(crate) fn new_token() -> [u8; 16] {
+    let mut t = [0u8; 16];
+    rand::rng().fill_bytes(&mut t);
+    t
+}
+
+/// The public id under which the network files an invite.
+pub(crate) fn invite_id(token: &[u8; 16]) -> String {
+    hex::encode(&derive(token, b"constella invite id")[..8])
+}
+
+/// The invite key both sides derive: the joiner from the token, members by unsealing.
+pub(crate) fn invite_key(token: &[u8; 16]) -> [u8; 32] {
+    derive(token, b"constella invite key")
+}
+
+/// Key for the joiner's request: invite key and the joiner's ephemeral public key.
+pub(crate) fn request_key(invite_key: &[u8; 32], joiner_ephemeral: &[u8; 32]) -> [u8; 32] {
+    let mut ikm = invite_key.to_vec();
+    ikm.extend_from_slice(joiner_ephemeral);
+    derive(&ikm, b"constella join request")
+}
+
+/// Key for the seed's reply: the X25519 shared secret bound to the invite key.
+pub(crate) fn reply_key(invite_key: &[u8; 32], shared: &[u8; 32]) -> [u8; 32] {
+    let mut ikm = invite_key.to_vec();
+    ikm.extend_from_slice(shared);
+    derive(&ikm, b"constella join reply")
+}
+
+/// ChaCha20-Poly1305 with a random nonce prepended.
+pub(crate) fn seal(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
+    let mut nonce = [0u8; 12];
+    rand::rng().fill_bytes(&mut nonce);
+    // Encryption only fails for plaintexts beyond 256 GiB.
+    let body = cipher
+        .encrypt(Nonce::from_slice(&nonce), plaintext)
+        .unwrap_or_default();
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Opens `seal`'s output; `None` if it was not sealed under `key` or was altered.
+pub(crate) fn open(key: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < 12 + 16 {
+        return None;
+    }
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
+    cipher
+        .decrypt(Nonce::from_slice(&sealed[..12]), &sealed[12..])
+        .ok()
+}
+
+fn derive(ikm: &[u8], info: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    // 32 bytes is far below HKDF-SHA256's 8160-byte limit.
+    let _ = Hkdf::<Sha256>::new(None, ikm).expand(info, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_round_trip_and_bad_ones_say_why() {
+        let link = Link {
+            seed: "203.0.113.5:7300".into(),
+            network: NetworkId([0xab; 16]),
+            token: [3; 16],
+            ttl: Duration::from_secs(900),
+        };
+        let text = link.to_string();
+        assert!(text.starts_with("join://203.0.113.5:7300?net=abab"));
+        assert!(text.ends_with("&ttl=900s"));
+        assert_eq!(Link::parse(&text).expect("parses"), link);
+        for (bad, why) in [
+            ("http://x:1?net=00", "starts with join://"),
+            ("join://x:1", "?net="),
+            ("join://x:1?net=zz&token=00", "not a network id"),
+            (
+                "join://x:1?token=00000000000000000000000000000000",
+                "no net=",
+            ),
+        ] {
+            let err = format!("{:#}", Link::parse(bad).expect_err(bad));
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn ttl_limits() {
+        assert_eq!(parse_ttl("15m").expect("ok"), Duration::from_secs(900));
+        assert_eq!(parse_ttl("7d").expect("ok"), MAX_TTL);
+        for (bad, why) in [
+            ("8d", "maximum is 7 days"),
+            ("0s", "at least 1s"),
+            ("soon", "expected a duration"),
+        ] {
+            let err = format!("{:#}", parse_ttl(bad).expect_err(bad));
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn sealed_data_opens_only_with_its_key() {
+        let key = invite_key(&[1; 16]);
+        let sealed = seal(&key, b"network key");
+        assert_eq!(open(&key, &sealed).as_deref(), Some(&b"network key"[..]));
+        assert_eq!(open(&invite_key(&[2; 16]), &sealed), None);
+        let mut tampered = sealed.clone();
+        tampered[20] ^= 1;
+        assert_eq!(open(&key, &tampered), None);
+        assert_eq!(open(&key, &sealed[..10]), None);
+        assert_ne!(invite_id(&[1; 16]), invite_id(&[2; 16]));
+    }
+}

@@ -1,0 +1,177 @@
+//! Membership and failure detection: foca's SWIM (direct probes, indirect probes through other
+//! members, suspicion, gossip dissemination), wrapped as a sans-IO core that speaks `NodeId`s.
+//! Probes are independent datagrams with their own deadlines, so one hung peer delays nobody.
+
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::time::{Duration, Instant};
+
+use foca::{
+    AccumulatingRuntime, Config, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer,
+};
+use rand::SeedableRng as _;
+use serde::{Deserialize, Serialize};
+
+use super::identity::NodeId;
+
+/// Failure-detection timing. A silent node is declared down after about
+/// `probe_period + suspect_after` (plus up to one probe period before it is probed).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    pub(crate) probe_period: Duration,
+    pub(crate) probe_rtt: Duration,
+    pub(crate) suspect_after: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            probe_period: Duration::from_millis(1000),
+            probe_rtt: Duration::from_millis(400),
+            suspect_after: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// A member as foca knows it: the node id plus an incarnation that a restart bumps, so a
+/// restarted node is not mistaken for its own earlier, declared-down self.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Member {
+    id: NodeId,
+    incarnation: u32,
+}
+
+impl foca::Identity for Member {
+    type Addr = NodeId;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Member {
+            id: self.id,
+            incarnation: self.incarnation.wrapping_add(1),
+        })
+    }
+
+    fn addr(&self) -> NodeId {
+        self.id
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.incarnation > adversary.incarnation
+    }
+}
+
+/// A change in who is alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    Up(NodeId),
+    Down(NodeId),
+}
+
+pub(crate) struct Membership {
+    foca: Foca<Member, PostcardCodec, rand::rngs::StdRng, NoCustomBroadcast>,
+    runtime: AccumulatingRuntime<Member>,
+    timers: Vec<(Instant, Timer<Member>)>,
+}
+
+impl Membership {
+    /// `incarnation` must grow across restarts (the caller derives it from the persisted
+    /// message-counter reservation); `seed` feeds foca's member selection.
+    pub(crate) fn new(me: NodeId, incarnation: u32, timing: Timing, seed: u64) -> Membership {
+        let mut config = Config::simple();
+        config.probe_period = timing.probe_period;
+        config.probe_rtt = timing.probe_rtt;
+        config.suspect_to_down_after = timing.suspect_after;
+        config.num_indirect_probes = NonZeroUsize::MIN.saturating_add(1);
+        config.max_transmissions = NonZeroU8::new(8).unwrap_or(NonZeroU8::MIN);
+        config.max_packet_size = NonZeroUsize::new(1400).unwrap_or(NonZeroUsize::MIN);
+        config.notify_down_members = true;
+        config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: Duration::from_secs(5),
+            num_members: NonZeroUsize::MIN.saturating_add(2),
+        });
+        config.periodic_gossip = Some(foca::PeriodicParams {
+            frequency: Duration::from_millis(500),
+            num_members: NonZeroUsize::MIN.saturating_add(1),
+        });
+        let foca = Foca::new(
+            Member {
+                id: me,
+                incarnation,
+            },
+            config,
+            rand::rngs::StdRng::seed_from_u64(seed),
+            PostcardCodec,
+        );
+        Membership {
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            timers: Vec::new(),
+        }
+    }
+
+    /// Asks `to` to let us in (at start, and for members we know from the shared state).
+    pub(crate) fn announce(&mut self, to: NodeId, now: Instant) {
+        let member = Member {
+            id: to,
+            incarnation: 0,
+        };
+        if let Err(e) = self.foca.announce(member, &mut self.runtime) {
+            tracing::debug!(error = %e, "announce failed");
+        }
+        self.collect(now);
+    }
+
+    /// A SWIM datagram from an authenticated member.
+    pub(crate) fn handle_data(&mut self, bytes: &[u8], now: Instant) {
+        if let Err(e) = self.foca.handle_data(bytes, &mut self.runtime) {
+            tracing::trace!(error = %e, "gossip datagram dropped");
+        }
+        self.collect(now);
+    }
+
+    /// Fires every timer due at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.timers)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.timers = rest;
+        for (_, timer) in due {
+            if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
+                tracing::debug!(error = %e, "membership timer failed");
+            }
+        }
+        self.collect(now);
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.iter().map(|(at, _)| *at).min()
+    }
+
+    /// The next datagram to send, and to whom.
+    pub(crate) fn poll_transmit(&mut self) -> Option<(NodeId, Vec<u8>)> {
+        self.runtime
+            .to_send()
+            .map(|(member, bytes)| (member.id, bytes.to_vec()))
+    }
+
+    pub(crate) fn poll_change(&mut self) -> Option<Change> {
+        while let Some(note) = self.runtime.to_notify() {
+            match note {
+                OwnedNotification::MemberUp(m) => return Some(Change::Up(m.id)),
+                OwnedNotification::MemberDown(m) => return Some(Change::Down(m.id)),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Members foca currently considers alive (suspects included, as SWIM intends).
+    pub(crate) fn live(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.foca.iter_members().map(|m| m.id().id)
+    }
+
+    fn collect(&mut self, now: Instant) {
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.timers.push((now + after, timer));
+        }
+    }
+}

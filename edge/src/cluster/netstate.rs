@@ -1,0 +1,324 @@
+//! What a node keeps on disk about its network, in two files of the state directory:
+//!
+//! - `network_state.json`: network id, owner, this node's name and listen address, the peer table
+//!   (`name`, `addr`, `node_id`, `status`, `last_seen`, key, priority, bot), removed nodes, the
+//!   `bot_lease`, pending invites (their keys sealed under the network key), the replay floors
+//!   and the message-counter reservation. No secret is stored here in clear.
+//! - `secrets.json`: the node's private key, the network key and the bot token.
+//!
+//! Both are written atomically with mode 0600 (`state::write_atomic`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+use super::identity::{NodeId, NodeKey, PublicKey};
+use crate::state;
+
+pub(crate) const STATE_FILE: &str = "network_state.json";
+pub(crate) const SECRETS_FILE: &str = "secrets.json";
+
+/// The part of the state that every node converges on by gossip.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Shared {
+    pub(crate) peers: BTreeMap<NodeId, PeerInfo>,
+    pub(crate) removed: BTreeSet<NodeId>,
+    pub(crate) bot_lease: LeaseRecord,
+    pub(crate) invites: BTreeMap<String, Invite>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PeerInfo {
+    pub(crate) name: String,
+    pub(crate) addr: String,
+    pub(crate) public_key: PublicKey,
+    pub(crate) priority: u32,
+    pub(crate) bot: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LeaseRecord {
+    pub(crate) holder: Option<NodeId>,
+    pub(crate) epoch: u64,
+    pub(crate) offset: u64,
+}
+
+/// An invite: its key sealed under the network key, its expiry (unix seconds) and who used it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Invite {
+    pub(crate) sealed_key: Vec<u8>,
+    pub(crate) expires_at: u64,
+    pub(crate) used_by: Option<String>,
+}
+
+impl Shared {
+    /// Merges another node's view: peers and invites are unions, removals win over peers, the
+    /// lease with the higher epoch wins, offsets only grow and an invite once used stays used.
+    /// Returns true if anything changed.
+    pub(crate) fn merge(&mut self, other: &Shared) -> bool {
+        let before = self.clone();
+        self.removed.extend(other.removed.iter().copied());
+        for (id, info) in &other.peers {
+            let name_taken = self
+                .peers
+                .iter()
+                .any(|(other_id, p)| p.name == info.name && other_id != id && *other_id < *id);
+            if !name_taken {
+                self.peers.entry(*id).or_insert_with(|| info.clone());
+            }
+        }
+        // Two nodes that joined at once under one name through different seeds: the smaller
+        // node id keeps it everywhere.
+        let mut by_name: BTreeMap<String, NodeId> = BTreeMap::new();
+        for (id, p) in &self.peers {
+            by_name.entry(p.name.clone()).or_insert(*id);
+        }
+        self.peers.retain(|id, p| by_name.get(&p.name) == Some(id));
+        let removed = self.removed.clone();
+        self.peers.retain(|id, _| !removed.contains(id));
+        if other.bot_lease.epoch > self.bot_lease.epoch {
+            self.bot_lease.holder = other.bot_lease.holder;
+            self.bot_lease.epoch = other.bot_lease.epoch;
+        }
+        self.bot_lease.offset = self.bot_lease.offset.max(other.bot_lease.offset);
+        for (id, invite) in &other.invites {
+            let entry = self
+                .invites
+                .entry(id.clone())
+                .or_insert_with(|| invite.clone());
+            if entry.used_by.is_none() {
+                entry.used_by.clone_from(&invite.used_by);
+            }
+        }
+        *self != before
+    }
+
+    /// A digest of the shared state, to skip sending it when a peer already has the same.
+    pub(crate) fn digest(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        // postcard of BTreeMaps is deterministic; encoding a plain struct cannot fail.
+        let bytes = postcard::to_allocvec(self).unwrap_or_default();
+        sha2::Sha256::digest(&bytes).into()
+    }
+
+    /// Drops invites that expired more than a day ago (used ones are kept as long, then go too).
+    pub(crate) fn prune_invites(&mut self, unix_now: u64) {
+        self.invites
+            .retain(|_, i| i.expires_at.saturating_add(86_400) > unix_now);
+    }
+
+    pub(crate) fn peer_by_name(&self, name: &str) -> Option<(NodeId, &PeerInfo)> {
+        self.peers
+            .iter()
+            .find(|(_, p)| p.name == name)
+            .map(|(id, p)| (*id, p))
+    }
+}
+
+/// What a node last saw of a peer (local, not gossiped).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Seen {
+    pub(crate) status: String,
+    pub(crate) last_seen: Option<u64>,
+}
+
+/// `network_state.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct NetworkState {
+    pub(crate) network_id: String,
+    pub(crate) owner_username: String,
+    pub(crate) name: String,
+    pub(crate) node_id: NodeId,
+    pub(crate) listen: String,
+    #[serde(with = "peer_list")]
+    pub(crate) peers: (BTreeMap<NodeId, PeerInfo>, BTreeMap<NodeId, Seen>),
+    pub(crate) removed: BTreeSet<NodeId>,
+    pub(crate) bot_lease: LeaseRecord,
+    pub(crate) invites: BTreeMap<String, Invite>,
+    /// Highest message counter accepted from each sender, so a restart does not reopen replays.
+    pub(crate) replay_floor: BTreeMap<NodeId, u64>,
+    /// This node's message counters start above this after a restart.
+    pub(crate) counter_reserved: u64,
+}
+
+/// `secrets.json`.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Secrets {
+    #[serde(with = "hex_bytes")]
+    pub(crate) node_key: [u8; 32],
+    #[serde(with = "hex_bytes")]
+    pub(crate) network_key: [u8; 32],
+    pub(crate) bot_token: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(hidden)")
+    }
+}
+
+impl Secrets {
+    pub(crate) fn key(&self) -> NodeKey {
+        NodeKey::from_seed(self.node_key)
+    }
+}
+
+impl NetworkState {
+    pub(crate) fn shared(&self) -> Shared {
+        Shared {
+            peers: self.peers.0.clone(),
+            removed: self.removed.clone(),
+            bot_lease: self.bot_lease,
+            invites: self.invites.clone(),
+        }
+    }
+
+    pub(crate) fn set_shared(&mut self, shared: Shared) {
+        self.peers.1.retain(|id, _| shared.peers.contains_key(id));
+        self.peers.0 = shared.peers;
+        self.removed = shared.removed;
+        self.bot_lease = shared.bot_lease;
+        self.invites = shared.invites;
+    }
+}
+
+/// True if `dir` already holds a network.
+pub(crate) fn exists(dir: &Path) -> bool {
+    dir.join(STATE_FILE).exists()
+}
+
+pub(crate) fn load(dir: &Path) -> anyhow::Result<(NetworkState, Secrets)> {
+    let state: NetworkState = read_json(&dir.join(STATE_FILE))?;
+    let secrets: Secrets = read_json(&dir.join(SECRETS_FILE))?;
+    if secrets.key().id() != state.node_id {
+        bail!(
+            "{}: node_key does not match node_id {} in {}",
+            dir.join(SECRETS_FILE).display(),
+            state.node_id,
+            STATE_FILE
+        );
+    }
+    Ok((state, secrets))
+}
+
+pub(crate) fn save_state(dir: &Path, state: &NetworkState) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(state)?;
+    state::write_atomic(&dir.join(STATE_FILE), &json)
+}
+
+pub(crate) fn save_secrets(dir: &Path, secrets: &Secrets) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(secrets)?;
+    state::write_atomic(&dir.join(SECRETS_FILE), &json)
+}
+
+/// Writes a new node's files: secrets first, so a crash in between leaves no state without keys.
+pub(crate) fn create(dir: &Path, state: &NetworkState, secrets: &Secrets) -> anyhow::Result<()> {
+    state::ensure_dir(dir)?;
+    if exists(dir) {
+        bail!(
+            "{} already exists: this state directory belongs to a network (remove it to start over)",
+            dir.join(STATE_FILE).display()
+        );
+    }
+    save_secrets(dir, secrets)?;
+    save_state(dir, state)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &PathBuf) -> anyhow::Result<T> {
+    let text = std::fs::read(path).with_context(|| format!("Failed to read {}", path.display()))?;
+    let de = &mut serde_json::Deserializer::from_slice(&text);
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))
+}
+
+/// The peer table as JSON: a list of objects with the fields operators look for.
+mod peer_list {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    struct Row {
+        name: String,
+        addr: String,
+        node_id: String,
+        #[serde(with = "super::hex_bytes")]
+        public_key: [u8; 32],
+        priority: u32,
+        bot: bool,
+        status: String,
+        last_seen: Option<u64>,
+    }
+
+    type Table = (BTreeMap<NodeId, PeerInfo>, BTreeMap<NodeId, Seen>);
+
+    pub(super) fn serialize<S: serde::Serializer>(table: &Table, s: S) -> Result<S::Ok, S::Error> {
+        let rows: Vec<Row> = table
+            .0
+            .iter()
+            .map(|(id, p)| {
+                let seen = table.1.get(id).cloned().unwrap_or_default();
+                Row {
+                    name: p.name.clone(),
+                    addr: p.addr.clone(),
+                    node_id: id.to_string(),
+                    public_key: p.public_key.0,
+                    priority: p.priority,
+                    bot: p.bot,
+                    status: seen.status,
+                    last_seen: seen.last_seen,
+                }
+            })
+            .collect();
+        rows.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Table, D::Error> {
+        let rows = Vec::<Row>::deserialize(d)?;
+        let mut table: Table = Default::default();
+        for row in rows {
+            let public_key = PublicKey(row.public_key);
+            let id = NodeId::of(&public_key);
+            if id.to_string() != row.node_id {
+                return Err(serde::de::Error::custom(format!(
+                    "peer {}: node_id does not match its public_key",
+                    row.name
+                )));
+            }
+            table.0.insert(
+                id,
+                PeerInfo {
+                    name: row.name,
+                    addr: row.addr,
+                    public_key,
+                    priority: row.priority,
+                    bot: row.bot,
+                },
+            );
+            table.1.insert(
+                id,
+                Seen {
+                    status: row.status,
+                    last_seen: row.last_seen,
+                },
+            );
+        }
+        Ok(table)
+    }
+}
+
+pub(crate) mod hex_bytes {
+    pub(crate) fn serialize<S: serde::Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<[u8; 32], D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&text, &mut out)
+            .map_err(|e| serde::de::Error::custom(format!("expected 64 hex digits: {e}")))?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,1076 @@
+//! The cluster's async shell: one task owns the membership core, the lease core, the shared
+//! state and the replay windows, and reacts to a closed set of events. Every exchange with a
+//! peer runs in its own task with its own deadline, so a hung peer never stalls the loop.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::envelope::{self, Header, NetworkId, Rejected, ReplayWindow};
+use super::identity::{NodeId, NodeKey, PublicKey};
+use super::invite;
+use super::lease::{self, Lease, LeaseConfig, Output, Standing, View};
+use super::membership::{Change, Membership, Timing};
+use super::netstate::{self, Invite, NetworkState, PeerInfo, Secrets, Seen, Shared};
+use super::transport::{JOIN_PATH, MESSAGE_PATH, Transport, TransportError};
+use super::wire::{
+    self, Call, Hello, JoinReply, JoinRequest, Refusal, Reply, Request, Response, Welcome,
+};
+
+/// Cluster settings from the configuration file.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) timing: Timing,
+    pub(crate) lease: LeaseConfig,
+    pub(crate) reboot_command: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            timing: Timing::default(),
+            lease: LeaseConfig::default(),
+            reboot_command: vec!["systemctl".into(), "reboot".into()],
+        }
+    }
+}
+
+impl Settings {
+    /// Sets failure detection and lease timing together, keeping them consistent: foca needs
+    /// the probe round trip below the period, and the lease must outlast a renewal.
+    pub(crate) fn apply_timing(
+        &mut self,
+        probe_period: Duration,
+        down_after: Duration,
+        lease: Duration,
+    ) -> Result<(), (&'static str, String)> {
+        if probe_period < Duration::from_millis(100) {
+            return Err(("probe_period", "must be at least 100ms".into()));
+        }
+        if lease < Duration::from_millis(500) {
+            return Err(("lease_duration", "must be at least 500ms".into()));
+        }
+        self.timing.probe_period = probe_period;
+        self.timing.probe_rtt = probe_period * 2 / 5;
+        self.timing.suspect_after = down_after;
+        self.lease.duration = lease;
+        self.lease.renew_every = lease / 4;
+        self.lease.guard = lease / 10;
+        Ok(())
+    }
+}
+
+/// Runs a call against this node's own API (the agent passes its router in).
+pub(crate) type LocalCall = Arc<
+    dyn Fn(bool, String) -> std::pin::Pin<Box<dyn Future<Output = (u16, Vec<u8>)> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// One row of the cluster table.
+#[derive(Clone, Debug)]
+pub(crate) struct NodeRow {
+    pub(crate) name: String,
+    pub(crate) node_id: NodeId,
+    pub(crate) addr: String,
+    pub(crate) status: &'static str,
+    pub(crate) last_seen: Option<u64>,
+    pub(crate) priority: u32,
+    pub(crate) bot: bool,
+    pub(crate) leader: bool,
+    pub(crate) lease_holder: bool,
+    pub(crate) this_node: bool,
+}
+
+/// The cluster as this node sees it.
+#[derive(Clone, Debug)]
+pub(crate) struct Table {
+    pub(crate) network_id: String,
+    pub(crate) owner: String,
+    pub(crate) nodes: Vec<NodeRow>,
+    pub(crate) lease_holder: Option<String>,
+    pub(crate) epoch: u64,
+    pub(crate) bot_running: bool,
+    pub(crate) rejected: BTreeMap<String, u64>,
+    pub(crate) traffic_sent: u64,
+    pub(crate) traffic_received: u64,
+}
+
+/// What the API can ask of the cluster.
+pub(crate) enum Command {
+    Table(oneshot::Sender<Table>),
+    Invite {
+        ttl: Duration,
+        reply: oneshot::Sender<anyhow::Result<(String, u64)>>,
+    },
+    Remove {
+        name: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Call {
+        name: String,
+        call: Call,
+        reply: oneshot::Sender<Result<(u16, Vec<u8>), String>>,
+    },
+}
+
+/// Everything the loop reacts to.
+pub(crate) enum Event {
+    /// A signed envelope arrived; the answer (empty if refused) goes back on `reply`.
+    Inbound {
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
+    Join {
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Vec<u8>>,
+    },
+    /// A verified answer from a peer to one of our requests.
+    Answer {
+        from: NodeId,
+        response: Response,
+    },
+    Command(Command),
+}
+
+/// A cheap handle to the running cluster.
+#[derive(Clone)]
+pub(crate) struct Handle {
+    events: mpsc::Sender<Event>,
+}
+
+impl Handle {
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.events.send(Event::Command(make(tx))).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub(crate) async fn deliver(&self, event: Event) {
+        let _ = self.events.send(event).await;
+    }
+}
+
+/// Signs outgoing envelopes; the counter is shared with call tasks.
+#[derive(Clone)]
+struct Signer {
+    key: NodeKey,
+    network: NetworkId,
+    counter: Arc<AtomicU64>,
+}
+
+impl Signer {
+    fn seal(&self, to: NodeId, body: &[u8]) -> (u64, Vec<u8>) {
+        let counter = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let header = Header {
+            network: self.network,
+            from: self.key.id(),
+            to,
+            counter,
+        };
+        (counter, envelope::seal(&self.key, header, body))
+    }
+}
+
+/// The loop's state.
+pub(crate) struct Node {
+    dir: PathBuf,
+    state: NetworkState,
+    secrets: Secrets,
+    me: NodeId,
+    signer: Signer,
+    settings: Settings,
+    membership: Membership,
+    lease: Lease,
+    windows: BTreeMap<NodeId, ReplayWindow>,
+    peer_digest: BTreeMap<NodeId, [u8; 32]>,
+    live_since: BTreeMap<NodeId, Instant>,
+    transport: Arc<dyn Transport>,
+    traffic: Arc<super::transport::Traffic>,
+    events_tx: mpsc::Sender<Event>,
+    events: mpsc::Receiver<Event>,
+    local: LocalCall,
+    rejected: BTreeMap<String, u64>,
+    bot_epoch: Option<u64>,
+    dirty: bool,
+    next_persist: Instant,
+    next_sync: Instant,
+    sync_turn: usize,
+}
+
+const RESERVE: u64 = 1 << 32;
+const PERSIST_DEBOUNCE: Duration = Duration::from_secs(2);
+const SYNC_EVERY: Duration = Duration::from_secs(2);
+const EXCHANGE_TIMEOUT: Duration = Duration::from_millis(1500);
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Node {
+    /// Loads the state directory and reserves a fresh range of message counters (saved before
+    /// any message is sent, so a restart never reuses a counter).
+    pub(crate) fn open(
+        dir: PathBuf,
+        settings: Settings,
+        transport: Arc<dyn Transport>,
+        traffic: Arc<super::transport::Traffic>,
+        local: LocalCall,
+    ) -> anyhow::Result<(Handle, Node)> {
+        let (mut state, secrets) = netstate::load(&dir)?;
+        let start = state.counter_reserved;
+        state.counter_reserved = start.saturating_add(RESERVE);
+        netstate::save_state(&dir, &state)?;
+        let key = secrets.key();
+        let me = key.id();
+        let network = NetworkId::parse(&state.network_id).ok_or_else(|| {
+            anyhow::anyhow!("{}: network_id is not 32 hex digits", netstate::STATE_FILE)
+        })?;
+        let now = Instant::now();
+        let windows = state
+            .replay_floor
+            .iter()
+            .map(|(id, floor)| (*id, ReplayWindow::starting_above(*floor)))
+            .collect();
+        let incarnation = (start / RESERVE) as u32;
+        let membership = Membership::new(
+            me,
+            incarnation,
+            settings.timing,
+            start ^ u64::from_le_bytes(me.0[..8].try_into().unwrap_or_default()),
+        );
+        let record = lease::Record {
+            holder: state.bot_lease.holder,
+            epoch: state.bot_lease.epoch,
+            offset: state.bot_lease.offset,
+        };
+        let lease = Lease::new(me, settings.lease, record, now);
+        let (events_tx, events) = mpsc::channel(1024);
+        let node = Node {
+            dir,
+            state,
+            secrets,
+            me,
+            signer: Signer {
+                key,
+                network,
+                counter: Arc::new(AtomicU64::new(start)),
+            },
+            settings,
+            membership,
+            lease,
+            windows,
+            peer_digest: BTreeMap::new(),
+            live_since: BTreeMap::new(),
+            transport,
+            traffic,
+            events_tx: events_tx.clone(),
+            events,
+            local,
+            rejected: BTreeMap::new(),
+            bot_epoch: None,
+            dirty: false,
+            next_persist: now,
+            next_sync: now,
+            sync_turn: 0,
+        };
+        Ok((Handle { events: events_tx }, node))
+    }
+
+    pub(crate) fn listen(&self) -> &str {
+        &self.state.listen
+    }
+
+    #[must_use = "the cluster does nothing unless its loop runs"]
+    pub(crate) async fn run(mut self) {
+        let now = Instant::now();
+        let peers: Vec<NodeId> = self.others().collect();
+        for peer in peers {
+            self.membership.announce(peer, now);
+        }
+        self.flush_membership();
+        loop {
+            let wake = [
+                self.membership.poll_timeout(),
+                Some(self.lease.poll_timeout()),
+                Some(self.next_sync),
+                self.dirty.then_some(self.next_persist),
+                Some(Instant::now() + Duration::from_millis(250)),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(Instant::now);
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(event) => self.handle(event),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(wake.max(Instant::now() + Duration::from_millis(1)).into()) => {}
+            }
+            self.tick(Instant::now());
+        }
+        self.persist();
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.membership.handle_timeout(now);
+        self.flush_membership();
+        let view = self.view(now);
+        self.lease.handle_tick(&view, now);
+        self.flush_lease();
+        if now >= self.next_sync {
+            self.next_sync = now + SYNC_EVERY;
+            self.sync_one();
+        }
+        if self.dirty && now >= self.next_persist {
+            self.persist();
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = Instant::now();
+        match event {
+            Event::Inbound { bytes, reply } => {
+                let answer = match self.accept(&bytes) {
+                    Ok((header, request)) => self.serve(header, request, now),
+                    Err((from, why)) => {
+                        *self.rejected.entry(reason_code(&why).into()).or_default() += 1;
+                        tracing::warn!(from = ?from, reason = %why, "rejected a cluster message");
+                        None
+                    }
+                };
+                if let Some(Served::Now(header, response)) = answer {
+                    let _ = reply.send(Some(self.answer(header, response)));
+                } else if let Some(Served::Later(header, call)) = answer {
+                    self.spawn_call(header, call, reply);
+                } else {
+                    let _ = reply.send(None);
+                }
+            }
+            Event::Join { bytes, reply } => {
+                let answer = self.join(&bytes);
+                let _ = reply.send(wire::encode(&answer));
+            }
+            Event::Answer { from, response } => match response {
+                Response::Vote(vote) => {
+                    self.lease.handle_vote(from, vote, now);
+                    self.flush_lease();
+                }
+                Response::Sync { digest, shared } => {
+                    self.peer_digest.insert(from, digest);
+                    if let Some(shared) = shared {
+                        self.merge(&shared);
+                    }
+                }
+                Response::Ack | Response::Call { .. } => {}
+            },
+            Event::Command(command) => self.command(command),
+        }
+    }
+
+    /// Checks an inbound envelope: network, receiver, membership, signature, freshness, body.
+    fn accept(&mut self, bytes: &[u8]) -> Result<(Header, Request), (Option<NodeId>, Rejected)> {
+        let (header, body, signature) = envelope::parse(bytes).map_err(|e| (None, e))?;
+        let from = Some(header.from);
+        if header.network != self.signer.network {
+            return Err((from, Rejected::WrongNetwork));
+        }
+        if header.to != self.me {
+            return Err((from, Rejected::WrongReceiver));
+        }
+        if self.state.removed.contains(&header.from) {
+            return Err((from, Rejected::RemovedSender));
+        }
+        let key = match self.state.peers.0.get(&header.from) {
+            Some(peer) if header.from != self.me => peer.public_key,
+            _ => return Err((from, Rejected::UnknownSender)),
+        };
+        if !envelope::verify(bytes, &signature, &key) {
+            return Err((from, Rejected::BadSignature));
+        }
+        let window = self.windows.entry(header.from).or_default();
+        if !window.accept(header.counter) {
+            return Err((from, Rejected::Replayed(header.counter)));
+        }
+        let request =
+            wire::decode::<Request>(body).ok_or((from, Rejected::Malformed("undecodable body")))?;
+        let seen = self.state.peers.1.entry(header.from).or_default();
+        seen.last_seen = Some(unix_now());
+        self.dirty = true;
+        Ok((header, request))
+    }
+
+    fn serve(&mut self, header: Header, request: Request, now: Instant) -> Option<Served> {
+        let response = match request {
+            Request::Gossip(bytes) => {
+                self.membership.handle_data(&bytes, now);
+                self.flush_membership();
+                Response::Ack
+            }
+            Request::Sync { digest, shared } => {
+                if let Some(shared) = shared {
+                    self.merge(&shared);
+                }
+                let mine = self.state.shared();
+                let my_digest = mine.digest();
+                self.peer_digest.insert(header.from, digest);
+                Response::Sync {
+                    digest: my_digest,
+                    shared: (digest != my_digest).then(|| Box::new(mine)),
+                }
+            }
+            Request::Lease(lease::Message::Claim {
+                epoch,
+                round,
+                offset,
+            }) => {
+                let vote = self
+                    .lease
+                    .handle_claim(header.from, (epoch, round, offset), now);
+                self.flush_lease();
+                Response::Vote(vote)
+            }
+            Request::Lease(lease::Message::Release { epoch, offset }) => {
+                self.lease.handle_release(header.from, epoch, offset, now);
+                self.flush_lease();
+                Response::Ack
+            }
+            Request::Call(call) => {
+                if call.mutates() {
+                    // The replay floor must be on disk before a mutating call runs, or a
+                    // restart could accept the same envelope again.
+                    self.persist();
+                }
+                return Some(Served::Later(header, call));
+            }
+        };
+        Some(Served::Now(header, response))
+    }
+
+    fn answer(&self, header: Header, response: Response) -> Vec<u8> {
+        let body = wire::encode(&Reply {
+            in_reply_to: header.counter,
+            response,
+        });
+        self.signer.seal(header.from, &body).1
+    }
+
+    fn spawn_call(&self, header: Header, call: Call, reply: oneshot::Sender<Option<Vec<u8>>>) {
+        let signer = self.signer.clone();
+        let local = self.local.clone();
+        let reboot = self.settings.reboot_command.clone();
+        tokio::spawn(async move {
+            let (status, body) = run_call(call, &local, &reboot).await;
+            let body = wire::encode(&Reply {
+                in_reply_to: header.counter,
+                response: Response::Call { status, body },
+            });
+            let _ = reply.send(Some(signer.seal(header.from, &body).1));
+        });
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Table(reply) => {
+                let _ = reply.send(self.table(Instant::now()));
+            }
+            Command::Invite { ttl, reply } => {
+                let _ = reply.send(self.invite(ttl));
+            }
+            Command::Remove { name, reply } => {
+                let _ = reply.send(self.remove(&name));
+            }
+            Command::Call { name, call, reply } => {
+                let Some((id, peer)) = self
+                    .state
+                    .shared()
+                    .peer_by_name(&name)
+                    .map(|(i, p)| (i, p.clone()))
+                else {
+                    let _ = reply.send(Err(format!("no node named {name:?} in this network")));
+                    return;
+                };
+                if id == self.me {
+                    let local = self.local.clone();
+                    let reboot = self.settings.reboot_command.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(Ok(run_call(call, &local, &reboot).await));
+                    });
+                    return;
+                }
+                let request = Request::Call(call);
+                let exchange = self.exchange(id, &peer, &request, CALL_TIMEOUT);
+                tokio::spawn(async move {
+                    let result = match exchange.await {
+                        Ok(Response::Call { status, body }) => Ok((status, body)),
+                        Ok(_) => Err("unexpected answer".to_string()),
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(result);
+                });
+            }
+        }
+    }
+
+    /// Sends `request` to a peer and returns a future of its verified response.
+    fn exchange(
+        &self,
+        to: NodeId,
+        peer: &PeerInfo,
+        request: &Request,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Response, String>> + Send + 'static {
+        let (counter, bytes) = self.signer.seal(to, &wire::encode(request));
+        let send = self
+            .transport
+            .exchange(&peer.addr, MESSAGE_PATH, bytes, timeout);
+        let key = peer.public_key;
+        let (me, network) = (self.me, self.signer.network);
+        async move {
+            let answer = send.await.map_err(|e| e.to_string())?;
+            verify_reply(
+                &answer,
+                Expect {
+                    network,
+                    from: to,
+                    to: me,
+                    key,
+                    counter,
+                },
+            )
+        }
+    }
+
+    fn send_and_feed(&self, to: NodeId, request: Request) {
+        let Some(peer) = self.state.peers.0.get(&to) else {
+            return;
+        };
+        let exchange = self.exchange(to, peer, &request, EXCHANGE_TIMEOUT);
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            match exchange.await {
+                Ok(response) => {
+                    let _ = events.send(Event::Answer { from: to, response }).await;
+                }
+                Err(e) => tracing::trace!(to = ?to, error = %e, "cluster exchange failed"),
+            }
+        });
+    }
+
+    fn flush_membership(&mut self) {
+        while let Some((to, bytes)) = self.membership.poll_transmit() {
+            if self.state.peers.0.contains_key(&to) && !self.state.removed.contains(&to) {
+                self.send_and_feed(to, Request::Gossip(bytes));
+            }
+        }
+        while let Some(change) = self.membership.poll_change() {
+            let (id, status) = match change {
+                Change::Up(id) => (id, "alive"),
+                Change::Down(id) => (id, "down"),
+            };
+            if let Some(peer) = self.state.peers.0.get(&id) {
+                tracing::info!(peer = %peer.name, status, "membership changed");
+            }
+            match change {
+                Change::Up(id) => {
+                    self.live_since.insert(id, Instant::now());
+                }
+                Change::Down(id) => {
+                    self.live_since.remove(&id);
+                }
+            }
+            self.state.peers.1.entry(id).or_default().status = status.into();
+            self.dirty = true;
+        }
+    }
+
+    fn flush_lease(&mut self) {
+        while let Some(output) = self.lease.poll_output() {
+            match output {
+                Output::Broadcast(message) => {
+                    for to in self.others().collect::<Vec<_>>() {
+                        self.send_and_feed(to, Request::Lease(message));
+                    }
+                }
+                Output::StartBot { epoch, offset } => {
+                    tracing::info!(epoch, offset, "this node holds the bot lease");
+                    self.bot_epoch = Some(epoch);
+                }
+                Output::StopBot { epoch, reason } => {
+                    tracing::info!(epoch, ?reason, "this node gave up the bot lease");
+                    self.bot_epoch = None;
+                }
+            }
+        }
+        let record = self.lease.record();
+        if record.epoch > self.state.bot_lease.epoch || record.offset > self.state.bot_lease.offset
+        {
+            self.state.bot_lease.epoch = record.epoch;
+            self.state.bot_lease.holder = record.holder;
+            self.state.bot_lease.offset = self.state.bot_lease.offset.max(record.offset);
+            self.dirty = true;
+        }
+    }
+
+    fn view(&self, _now: Instant) -> View {
+        let mut live = BTreeMap::new();
+        let standing = |p: &PeerInfo| Standing {
+            priority: p.priority,
+            can_host_bot: p.bot,
+        };
+        if let Some(me) = self.state.peers.0.get(&self.me) {
+            live.insert(self.me, standing(me));
+        }
+        for id in self.membership.live() {
+            if let Some(peer) = self.state.peers.0.get(&id) {
+                live.insert(id, standing(peer));
+            }
+        }
+        View {
+            live,
+            members: self.state.peers.0.len(),
+        }
+    }
+
+    fn others(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.state
+            .peers
+            .0
+            .keys()
+            .copied()
+            .filter(|id| *id != self.me)
+    }
+
+    /// Anti-entropy with one peer per round, in turn.
+    fn sync_one(&mut self) {
+        let others: Vec<NodeId> = self.others().collect();
+        if others.is_empty() {
+            return;
+        }
+        self.sync_turn = (self.sync_turn + 1) % others.len();
+        self.sync_with(others[self.sync_turn]);
+    }
+
+    fn sync_with(&self, to: NodeId) {
+        let shared = self.state.shared();
+        let digest = shared.digest();
+        let send_state = self.peer_digest.get(&to) != Some(&digest);
+        self.send_and_feed(
+            to,
+            Request::Sync {
+                digest,
+                shared: send_state.then(|| Box::new(shared)),
+            },
+        );
+    }
+
+    /// Pushes the shared state to every peer at once (after a join, invite or removal).
+    fn push_all(&mut self) {
+        self.peer_digest.clear();
+        for to in self.others().collect::<Vec<_>>() {
+            self.sync_with(to);
+        }
+    }
+
+    fn merge(&mut self, other: &Shared) {
+        let mut shared = self.state.shared();
+        if !shared.merge(other) {
+            return;
+        }
+        let new_peers: Vec<NodeId> = shared
+            .peers
+            .keys()
+            .filter(|id| !self.state.peers.0.contains_key(id))
+            .copied()
+            .collect();
+        if shared.removed.contains(&self.me) {
+            tracing::warn!("this node was removed from the network; it no longer takes part");
+        }
+        self.lease.handle_record(
+            shared.bot_lease.holder,
+            shared.bot_lease.epoch,
+            shared.bot_lease.offset,
+        );
+        self.state.set_shared(shared);
+        for id in &self.state.removed {
+            self.windows.remove(id);
+        }
+        let now = Instant::now();
+        for id in new_peers {
+            self.membership.announce(id, now);
+        }
+        self.flush_membership();
+        self.flush_lease();
+        self.dirty = true;
+    }
+
+    fn table(&self, now: Instant) -> Table {
+        let view = self.view(now);
+        let leader = view.leader();
+        let holder = if self.lease.holds(now) {
+            Some(self.me)
+        } else {
+            self.state
+                .bot_lease
+                .holder
+                .filter(|h| view.live.contains_key(h))
+        };
+        let nodes = self
+            .state
+            .peers
+            .0
+            .iter()
+            .map(|(id, p)| {
+                let seen = self.state.peers.1.get(id).cloned().unwrap_or_default();
+                let status = if *id == self.me || view.live.contains_key(id) {
+                    "alive"
+                } else {
+                    "down"
+                };
+                NodeRow {
+                    name: p.name.clone(),
+                    node_id: *id,
+                    addr: p.addr.clone(),
+                    status,
+                    last_seen: if *id == self.me {
+                        Some(unix_now())
+                    } else {
+                        seen.last_seen
+                    },
+                    priority: p.priority,
+                    bot: p.bot,
+                    leader: leader == Some(*id),
+                    lease_holder: holder == Some(*id),
+                    this_node: *id == self.me,
+                }
+            })
+            .collect();
+        Table {
+            network_id: self.state.network_id.clone(),
+            owner: self.state.owner_username.clone(),
+            nodes,
+            lease_holder: holder
+                .and_then(|h| self.state.peers.0.get(&h))
+                .map(|p| p.name.clone()),
+            epoch: self.lease.record().epoch.max(self.state.bot_lease.epoch),
+            bot_running: self.bot_epoch.is_some() && self.lease.holds(now),
+            rejected: self.rejected.clone(),
+            traffic_sent: self.traffic.sent.load(Ordering::Relaxed),
+            traffic_received: self.traffic.received.load(Ordering::Relaxed),
+        }
+    }
+
+    fn invite(&mut self, ttl: Duration) -> anyhow::Result<(String, u64)> {
+        let token = invite::new_token();
+        let expires_at = unix_now() + ttl.as_secs();
+        let sealed_key = invite::seal(&self.secrets.network_key, &invite::invite_key(&token));
+        self.state.invites.insert(
+            invite::invite_id(&token),
+            Invite {
+                sealed_key,
+                expires_at,
+                used_by: None,
+            },
+        );
+        let mut shared = self.state.shared();
+        shared.prune_invites(unix_now());
+        self.state.set_shared(shared);
+        self.persist();
+        self.push_all();
+        let seed = self
+            .state
+            .peers
+            .0
+            .get(&self.me)
+            .map(|p| p.addr.clone())
+            .unwrap_or_default();
+        let link = invite::Link {
+            seed,
+            network: self.signer.network,
+            token,
+            ttl,
+        };
+        Ok((link.to_string(), expires_at))
+    }
+
+    fn remove(&mut self, name: &str) -> Result<(), String> {
+        let shared = self.state.shared();
+        let Some((id, _)) = shared.peer_by_name(name) else {
+            return Err(format!("no node named {name:?} in this network"));
+        };
+        if id == self.me {
+            return Err("a node cannot remove itself; run this on another node".into());
+        }
+        let mut shared = shared;
+        shared.removed.insert(id);
+        shared.peers.remove(&id);
+        self.state.set_shared(shared);
+        self.windows.remove(&id);
+        self.persist();
+        self.push_all();
+        tracing::info!(peer = %name, "removed from the network");
+        Ok(())
+    }
+
+    /// Serves a join request (see `invite` for the handshake).
+    fn join(&mut self, bytes: &[u8]) -> JoinReply {
+        let refuse = |r: Refusal| {
+            tracing::warn!(reason = %r, "refused a join");
+            JoinReply::Refused(r)
+        };
+        let Some(request) = wire::decode::<JoinRequest>(bytes) else {
+            return refuse(Refusal::UnknownToken);
+        };
+        if request.network != self.signer.network.0 {
+            return refuse(Refusal::WrongNetwork);
+        }
+        let Some(record) = self.state.invites.get(&request.invite_id).cloned() else {
+            return refuse(Refusal::UnknownToken);
+        };
+        let Some(key) = invite::open(&self.secrets.network_key, &record.sealed_key)
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        else {
+            return refuse(Refusal::UnknownToken);
+        };
+        let hello = invite::open(
+            &invite::request_key(&key, &request.ephemeral),
+            &request.sealed,
+        )
+        .and_then(|plain| wire::decode::<Hello>(&plain));
+        let Some(hello) = hello else {
+            return refuse(Refusal::UnknownToken);
+        };
+        let id = NodeId::of(&hello.public_key);
+        let shared = self.state.shared();
+        let same_joiner = |s: &Shared| s.peers.get(&id).is_some_and(|p| p.name == hello.name);
+        if let Some(used_by) = &record.used_by {
+            // The joiner's earlier attempt succeeded but its answer was lost: answer again.
+            if !(used_by == &hello.name && same_joiner(&shared)) {
+                return refuse(Refusal::UsedToken);
+            }
+        } else {
+            if record.expires_at <= unix_now() {
+                return refuse(Refusal::ExpiredToken);
+            }
+            if shared.removed.contains(&id) {
+                return refuse(Refusal::RemovedKey);
+            }
+            if shared.peer_by_name(&hello.name).is_some() || shared.peers.contains_key(&id) {
+                return refuse(Refusal::DuplicateName(hello.name));
+            }
+            let mut shared = shared;
+            shared.peers.insert(
+                id,
+                PeerInfo {
+                    name: hello.name.clone(),
+                    addr: hello.addr.clone(),
+                    public_key: hello.public_key,
+                    priority: hello.priority,
+                    bot: hello.bot,
+                },
+            );
+            if let Some(invite) = shared.invites.get_mut(&request.invite_id) {
+                invite.used_by = Some(hello.name.clone());
+            }
+            self.state.set_shared(shared);
+            self.state.peers.1.insert(
+                id,
+                Seen {
+                    status: "joining".into(),
+                    last_seen: Some(unix_now()),
+                },
+            );
+            self.persist();
+            self.push_all();
+            self.membership.announce(id, Instant::now());
+            self.flush_membership();
+            tracing::info!(peer = %hello.name, "a node joined");
+        }
+        let welcome = Welcome {
+            network_id: self.signer.network.0,
+            owner_username: self.state.owner_username.clone(),
+            network_key: self.secrets.network_key,
+            seed: self.me,
+            shared: self.state.shared(),
+        };
+        let ephemeral = x25519_dalek::StaticSecret::random_from_rng(&mut rand_core_compat());
+        let shared_secret =
+            ephemeral.diffie_hellman(&x25519_dalek::PublicKey::from(request.ephemeral));
+        JoinReply::Welcome {
+            ephemeral: x25519_dalek::PublicKey::from(&ephemeral).to_bytes(),
+            sealed: invite::seal(
+                &invite::reply_key(&key, shared_secret.as_bytes()),
+                &wire::encode(&welcome),
+            ),
+        }
+    }
+
+    fn persist(&mut self) {
+        self.state.replay_floor = self
+            .windows
+            .iter()
+            .map(|(id, w)| (*id, w.highest()))
+            .collect();
+        match netstate::save_state(&self.dir, &self.state) {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "failed to save the network state")
+            }
+        }
+        self.next_persist = Instant::now() + PERSIST_DEBOUNCE;
+    }
+}
+
+enum Served {
+    Now(Header, Response),
+    Later(Header, Call),
+}
+
+struct Expect {
+    network: NetworkId,
+    from: NodeId,
+    to: NodeId,
+    key: PublicKey,
+    counter: u64,
+}
+
+/// Checks that an answer is sealed by the peer we asked, for us, in reply to our request.
+fn verify_reply(bytes: &[u8], expect: Expect) -> Result<Response, String> {
+    let (header, body, signature) = envelope::parse(bytes).map_err(|e| e.to_string())?;
+    if header.network != expect.network || header.from != expect.from || header.to != expect.to {
+        return Err("answer from the wrong node".into());
+    }
+    if !envelope::verify(bytes, &signature, &expect.key) {
+        return Err("answer with a bad signature".into());
+    }
+    let reply = wire::decode::<Reply>(body).ok_or("undecodable answer")?;
+    if reply.in_reply_to != expect.counter {
+        return Err("answer to another request".into());
+    }
+    Ok(reply.response)
+}
+
+async fn run_call(call: Call, local: &LocalCall, reboot: &[String]) -> (u16, Vec<u8>) {
+    if let Some((post, path)) = call.local_request() {
+        return local(post, path).await;
+    }
+    match call {
+        Call::Speedtest { download, .. } => (200, vec![0x5A; download.min(64 << 20) as usize]),
+        Call::Reboot => {
+            let Some((program, args)) = reboot.split_first() else {
+                return json_error(500, "no reboot command is configured");
+            };
+            tracing::warn!(command = ?reboot, "reboot requested through the cluster");
+            match tokio::process::Command::new(program)
+                .args(args)
+                .status()
+                .await
+            {
+                Ok(status) if status.success() => (202, b"{\"rebooting\":true}".to_vec()),
+                Ok(status) => json_error(500, &format!("reboot command failed: {status}")),
+                Err(e) => json_error(500, &format!("reboot command failed: {e}")),
+            }
+        }
+        _ => json_error(404, "no such call"),
+    }
+}
+
+fn json_error(status: u16, message: &str) -> (u16, Vec<u8>) {
+    let body = serde_json::json!({"error": {"code": "call_failed", "message": message}});
+    (status, body.to_string().into_bytes())
+}
+
+fn reason_code(why: &Rejected) -> &'static str {
+    match why {
+        Rejected::Malformed(_) => "malformed",
+        Rejected::WrongNetwork => "wrong_network",
+        Rejected::WrongReceiver => "wrong_receiver",
+        Rejected::UnknownSender => "unknown_sender",
+        Rejected::RemovedSender => "removed_sender",
+        Rejected::BadSignature => "bad_signature",
+        Rejected::Replayed(_) => "replayed",
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// x25519-dalek takes a rand_core 0.6 RNG; the OS RNG through its own `getrandom` is that.
+fn rand_core_compat() -> impl rand_core06::CryptoRng + rand_core06::RngCore {
+    rand_core06::OsRng
+}
+
+/// Joins through a seed: proves the invite and returns the network's state for this node.
+pub(crate) async fn join(
+    transport: &dyn Transport,
+    link: &invite::Link,
+    hello: Hello,
+    attempts: u32,
+) -> anyhow::Result<Welcome> {
+    let key = invite::invite_key(&link.token);
+    let ephemeral = x25519_dalek::StaticSecret::random_from_rng(&mut rand_core_compat());
+    let ephemeral_public = x25519_dalek::PublicKey::from(&ephemeral).to_bytes();
+    let request = JoinRequest {
+        network: link.network.0,
+        invite_id: invite::invite_id(&link.token),
+        ephemeral: ephemeral_public,
+        sealed: invite::seal(
+            &invite::request_key(&key, &ephemeral_public),
+            &wire::encode(&hello),
+        ),
+    };
+    let bytes = wire::encode(&request);
+    let mut delay = Duration::from_millis(500);
+    let mut attempt = 1;
+    let answer = loop {
+        match transport
+            .exchange(
+                &link.seed,
+                JOIN_PATH,
+                bytes.clone(),
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(answer) => break answer,
+            Err(e @ (TransportError::Unreachable { .. } | TransportError::Timeout(_)))
+                if attempt < attempts =>
+            {
+                tracing::warn!(attempt, error = %e, "seed unreachable, retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                attempt += 1;
+            }
+            Err(e) => anyhow::bail!(
+                "cannot reach the seed {} after {attempt} attempts: {e}",
+                link.seed
+            ),
+        }
+    };
+    match wire::decode::<JoinReply>(&answer) {
+        Some(JoinReply::Welcome {
+            ephemeral: seed_public,
+            sealed,
+        }) => {
+            let shared = ephemeral.diffie_hellman(&x25519_dalek::PublicKey::from(seed_public));
+            let welcome = invite::open(&invite::reply_key(&key, shared.as_bytes()), &sealed)
+                .and_then(|plain| wire::decode::<Welcome>(&plain))
+                .ok_or_else(|| anyhow::anyhow!("the seed's answer does not open with this invite: it is not a member of the network"))?;
+            if welcome.network_id != link.network.0 {
+                anyhow::bail!("{}", Refusal::WrongNetwork);
+            }
+            Ok(welcome)
+        }
+        Some(JoinReply::Refused(refusal)) => Err(anyhow::anyhow!("join refused: {refusal}")),
+        None => anyhow::bail!("the seed {} did not answer as a Constella node", link.seed),
+    }
+}

@@ -1,0 +1,248 @@
+//! Message bodies carried in signed envelopes (postcard), the join handshake's messages and the
+//! node-to-node calls. This is the cluster's protocol edge: the only serializable cluster types.
+
+use serde::{Deserialize, Serialize};
+
+use super::identity::{NodeId, PublicKey};
+use super::lease;
+use super::netstate::Shared;
+
+/// What one node asks another.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// A SWIM datagram for the membership layer.
+    Gossip(Vec<u8>),
+    /// Anti-entropy for the shared state: the sender's digest, and its state if the receiver
+    /// may not have it.
+    Sync {
+        digest: [u8; 32],
+        shared: Option<Box<Shared>>,
+    },
+    Lease(lease::Message),
+    Call(Call),
+}
+
+/// The answer, sealed by the receiver and bound to the request's counter.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Reply {
+    pub(crate) in_reply_to: u64,
+    pub(crate) response: Response,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Response {
+    Ack,
+    Sync {
+        digest: [u8; 32],
+        shared: Option<Box<Shared>>,
+    },
+    Vote(lease::Vote),
+    /// A call's result: an HTTP-like status and a JSON body.
+    Call {
+        status: u16,
+        body: Vec<u8>,
+    },
+}
+
+/// Calls any node can make to any other. Each maps onto one of the target's own API endpoints,
+/// so `/api/v1/nodes/{name}/…` answers exactly as the target's local API would.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Call {
+    /// The node summary with its latest metrics (`GET /api/v1/node`).
+    GetStats,
+    /// Node metric time series (`GET /api/v1/node/metrics?…`).
+    GetTs {
+        query: String,
+    },
+    ListDevices,
+    GetDevice {
+        device: String,
+    },
+    /// A device's history (`GET /api/v1/devices/{id}/history?…`).
+    GetDeviceTs {
+        device: String,
+        query: String,
+    },
+    GetEvents {
+        query: String,
+    },
+    ResetAlarms {
+        device: String,
+    },
+    /// Runs the target's configured reboot command.
+    Reboot,
+    /// Throughput test: the target echoes back `download` bytes after reading `upload`.
+    Speedtest {
+        download: u32,
+        upload: Vec<u8>,
+    },
+}
+
+impl Call {
+    /// Maps a mirrored API path (the part after `/api/v1/nodes/{name}`) onto a call.
+    pub(crate) fn from_path(post: bool, rest: &str, query: &str) -> Option<Call> {
+        let query = query.to_string();
+        let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
+        let call = match (post, parts.as_slice()) {
+            (false, ["node"] | [""]) => Call::GetStats,
+            (false, ["node", "metrics"]) => Call::GetTs { query },
+            (false, ["devices"]) => Call::ListDevices,
+            (false, ["devices", id]) => Call::GetDevice {
+                device: (*id).to_string(),
+            },
+            (false, ["devices", id, "history"]) => Call::GetDeviceTs {
+                device: (*id).to_string(),
+                query,
+            },
+            (false, ["events"]) => Call::GetEvents { query },
+            (true, ["devices", id, "reset-alarms"]) => Call::ResetAlarms {
+                device: (*id).to_string(),
+            },
+            (true, ["reboot"]) => Call::Reboot,
+            _ => return None,
+        };
+        Some(call)
+    }
+
+    /// The local API request that answers this call, if it is one.
+    pub(crate) fn local_request(&self) -> Option<(bool, String)> {
+        let with_query = |path: String, query: &str| {
+            if query.is_empty() {
+                path
+            } else {
+                format!("{path}?{query}")
+            }
+        };
+        Some(match self {
+            Call::GetStats => (false, "/api/v1/node".into()),
+            Call::GetTs { query } => (false, with_query("/api/v1/node/metrics".into(), query)),
+            Call::ListDevices => (false, "/api/v1/devices".into()),
+            Call::GetDevice { device } => (false, format!("/api/v1/devices/{device}")),
+            Call::GetDeviceTs { device, query } => (
+                false,
+                with_query(format!("/api/v1/devices/{device}/history"), query),
+            ),
+            Call::GetEvents { query } => (false, with_query("/api/v1/events".into(), query)),
+            Call::ResetAlarms { device } => {
+                (true, format!("/api/v1/devices/{device}/reset-alarms"))
+            }
+            Call::Reboot | Call::Speedtest { .. } => return None,
+        })
+    }
+
+    /// Calls that change something are not answered twice, even across a restart.
+    pub(crate) fn mutates(&self) -> bool {
+        matches!(self, Call::ResetAlarms { .. } | Call::Reboot)
+    }
+}
+
+/// A joiner's request, in clear except `sealed` (a `Hello` under the request key).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct JoinRequest {
+    pub(crate) network: [u8; 16],
+    pub(crate) invite_id: String,
+    pub(crate) ephemeral: [u8; 32],
+    pub(crate) sealed: Vec<u8>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub(crate) name: String,
+    pub(crate) addr: String,
+    pub(crate) public_key: PublicKey,
+    pub(crate) priority: u32,
+    pub(crate) bot: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum JoinReply {
+    /// `sealed` is a `Welcome` under the reply key.
+    Welcome {
+        ephemeral: [u8; 32],
+        sealed: Vec<u8>,
+    },
+    Refused(Refusal),
+}
+
+/// Why a join was refused; each has its own message for the operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error("the invite token is unknown to this network (mistyped, or never issued)")]
+    UnknownToken,
+    #[error("the invite token has expired; ask for a new invite")]
+    ExpiredToken,
+    #[error("the invite token was already used; ask for a new invite")]
+    UsedToken,
+    #[error("the seed node belongs to another network than the link names")]
+    WrongNetwork,
+    #[error("a node named {0:?} already exists in this network; choose another --name")]
+    DuplicateName(String),
+    #[error("this node's key was removed from the network")]
+    RemovedKey,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Welcome {
+    pub(crate) network_id: [u8; 16],
+    pub(crate) owner_username: String,
+    pub(crate) network_key: [u8; 32],
+    pub(crate) seed: NodeId,
+    pub(crate) shared: Shared,
+}
+
+/// Decodes a postcard body; any malformed input is an error, never a panic.
+pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+    postcard::from_bytes(bytes).ok()
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Encoding into a growable buffer only fails for types serde cannot express.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrored_paths_map_to_calls_and_back() {
+        for (post, rest, query, path) in [
+            (false, "node", "", "/api/v1/node"),
+            (
+                false,
+                "node/metrics",
+                "step=60",
+                "/api/v1/node/metrics?step=60",
+            ),
+            (false, "devices", "", "/api/v1/devices"),
+            (false, "devices/house1", "", "/api/v1/devices/house1"),
+            (
+                false,
+                "devices/house1/history",
+                "field=t",
+                "/api/v1/devices/house1/history?field=t",
+            ),
+            (false, "events", "limit=5", "/api/v1/events?limit=5"),
+            (
+                true,
+                "devices/house1/reset-alarms",
+                "",
+                "/api/v1/devices/house1/reset-alarms",
+            ),
+        ] {
+            let call = Call::from_path(post, rest, query).expect(rest);
+            assert_eq!(call.local_request(), Some((post, path.to_string())));
+        }
+        assert_eq!(Call::from_path(true, "reboot", ""), Some(Call::Reboot));
+        assert_eq!(Call::from_path(false, "reboot", ""), None);
+        assert_eq!(Call::from_path(true, "devices", ""), None);
+        assert_eq!(Call::from_path(false, "speedtest/blob", ""), None);
+    }
+
+    #[test]
+    fn garbage_bodies_decode_to_none() {
+        for bytes in [&[][..], &[0xff; 3], &[2, 200, 200, 200, 200, 200]] {
+            assert!(decode::<Request>(bytes).is_none());
+        }
+    }
+}
