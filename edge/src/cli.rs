@@ -128,7 +128,7 @@ pub(crate) struct JoinArgs {
 #[derive(Args)]
 pub(crate) struct AgentArgs {
     /// The running agent's configuration file (for its API address and token).
-    #[arg(long, env = "CONSTELLA_CONFIG", default_value = config::DEFAULT_PATH)]
+    #[arg(long, global = true, env = "CONSTELLA_CONFIG", default_value = config::DEFAULT_PATH)]
     config: PathBuf,
 }
 
@@ -247,7 +247,7 @@ impl Command {
             Command::Run { config } => {
                 let config = Config::load(&config)?;
                 let agent = agent::Agent::start(&config).await?;
-                tracing::info!(api = %agent.api_addr, devices = config.devices.len(), "agent running");
+                tracing::info!(api = %agent.api_addr, cluster = ?agent.cluster_listen, devices = config.devices.len(), "agent running");
                 shutdown_signal().await?;
                 agent.stop().await;
                 Ok(())

@@ -61,8 +61,8 @@ pub(crate) fn status_table(table: &serde_json::Value) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<16} {:<22} {:<6} {:<10} {:<7} {}",
-        "NAME", "ADDRESS", "STATUS", "LAST SEEN", "LEADER", "LEASE"
+        "{:<16} {:<22} {:<6} {:<10} {:<7} LEASE",
+        "NAME", "ADDRESS", "STATUS", "LAST SEEN", "LEADER"
     );
     for node in table["nodes"].as_array().into_iter().flatten() {
         let _ = writeln!(
@@ -88,8 +88,8 @@ pub(crate) fn peers_table(table: &serde_json::Value) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:<22} {:<32} {:<8} {}",
-        "NAME", "ADDRESS", "NODE ID", "PRIORITY", "BOT"
+        "{:<16} {:<22} {:<32} {:<8} BOT",
+        "NAME", "ADDRESS", "NODE ID", "PRIORITY"
     );
     for node in table["nodes"].as_array().into_iter().flatten() {
         let _ = writeln!(

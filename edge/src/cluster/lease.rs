@@ -186,6 +186,7 @@ impl Lease {
     }
 
     /// The bot reports the next update id it needs; carried on renewals and handovers.
+    #[cfg(test)]
     pub(crate) fn set_offset(&mut self, offset: u64) {
         self.record.offset = self.record.offset.max(offset);
     }

@@ -192,6 +192,9 @@ pub(crate) struct Node {
     windows: BTreeMap<NodeId, ReplayWindow>,
     peer_digest: BTreeMap<NodeId, [u8; 32]>,
     live_since: BTreeMap<NodeId, Instant>,
+    /// When each peer's last authenticated message arrived: evidence of life that also brings
+    /// a healed partition back into the membership view.
+    heard: BTreeMap<NodeId, Instant>,
     transport: Arc<dyn Transport>,
     traffic: Arc<super::transport::Traffic>,
     events_tx: mpsc::Sender<Event>,
@@ -206,6 +209,8 @@ pub(crate) struct Node {
 }
 
 const RESERVE: u64 = 1 << 32;
+/// A peer heard from this recently counts as alive even before the membership layer agrees.
+const HEARD_FOR: Duration = Duration::from_millis(2500);
 const PERSIST_DEBOUNCE: Duration = Duration::from_secs(2);
 const SYNC_EVERY: Duration = Duration::from_secs(2);
 const EXCHANGE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -266,6 +271,7 @@ impl Node {
             windows,
             peer_digest: BTreeMap::new(),
             live_since: BTreeMap::new(),
+            heard: BTreeMap::new(),
             transport,
             traffic,
             events_tx: events_tx.clone(),
@@ -399,6 +405,14 @@ impl Node {
         }
         let request =
             wire::decode::<Request>(body).ok_or((from, Rejected::Malformed("undecodable body")))?;
+        let now = Instant::now();
+        let previous = self.heard.insert(header.from, now);
+        let known_live = self.membership.live().any(|id| id == header.from);
+        let announce_due = previous.is_none_or(|at| now.duration_since(at) > HEARD_FOR);
+        if !known_live && announce_due {
+            self.membership.announce(header.from, now);
+            self.flush_membership();
+        }
         let seen = self.state.peers.1.entry(header.from).or_default();
         seen.last_seen = Some(unix_now());
         self.dirty = true;
@@ -617,7 +631,7 @@ impl Node {
         }
     }
 
-    fn view(&self, _now: Instant) -> View {
+    fn view(&self, now: Instant) -> View {
         let mut live = BTreeMap::new();
         let standing = |p: &PeerInfo| Standing {
             priority: p.priority,
@@ -626,7 +640,12 @@ impl Node {
         if let Some(me) = self.state.peers.0.get(&self.me) {
             live.insert(self.me, standing(me));
         }
-        for id in self.membership.live() {
+        let heard = self
+            .heard
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) < HEARD_FOR)
+            .map(|(id, _)| *id);
+        for id in self.membership.live().chain(heard) {
             if let Some(peer) = self.state.peers.0.get(&id) {
                 live.insert(id, standing(peer));
             }
@@ -898,7 +917,7 @@ impl Node {
             seed: self.me,
             shared: self.state.shared(),
         };
-        let ephemeral = x25519_dalek::StaticSecret::random_from_rng(&mut rand_core_compat());
+        let ephemeral = x25519_dalek::StaticSecret::random_from_rng(rand_core_compat());
         let shared_secret =
             ephemeral.diffie_hellman(&x25519_dalek::PublicKey::from(request.ephemeral));
         JoinReply::Welcome {
@@ -1017,7 +1036,7 @@ pub(crate) async fn join(
     attempts: u32,
 ) -> anyhow::Result<Welcome> {
     let key = invite::invite_key(&link.token);
-    let ephemeral = x25519_dalek::StaticSecret::random_from_rng(&mut rand_core_compat());
+    let ephemeral = x25519_dalek::StaticSecret::random_from_rng(rand_core_compat());
     let ephemeral_public = x25519_dalek::PublicKey::from(&ephemeral).to_bytes();
     let request = JoinRequest {
         network: link.network.0,
