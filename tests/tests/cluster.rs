@@ -224,6 +224,19 @@ impl<'a> Node<'a> {
     }
 }
 
+/// `link` with the query parameter `key` set to `value`.
+fn with_param(link: &str, key: &str, value: &str) -> String {
+    let (head, query) = link.split_once('?').expect("query");
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k == key => format!("{k}={value}"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{head}?{}", query.join("&"))
+}
+
 fn holder(nodes: &Value) -> Option<(String, u64)> {
     let name = nodes["lease_holder"].as_str()?;
     Some((name.to_string(), nodes["epoch"].as_u64()?))
@@ -364,13 +377,7 @@ fn three_nodes_join_elect_fail_over_and_survive_a_partition() {
     let fresh = alpha.invite("15m");
     let dup = join_as("bravo", &fresh);
     assert!(!dup.0 && dup.1.contains("already exists"), "{}", dup.1);
-    let unknown = fresh
-        .replace("token=", "token=ff")
-        .replacen("&ttl", "&ttl", 1);
-    let unknown = {
-        let (head, tail) = unknown.split_once("token=").expect("token");
-        format!("{head}token={}{}", "0".repeat(32), &tail[34..])
-    };
+    let unknown = with_param(&fresh, "token", &"0".repeat(32));
     let unknown = join_as("delta", &unknown);
     assert!(!unknown.0 && unknown.1.contains("unknown"), "{}", unknown.1);
     let short = alpha.invite("1s");
@@ -380,13 +387,12 @@ fn three_nodes_join_elect_fail_over_and_survive_a_partition() {
     });
     let expired = join_as("delta", &short);
     assert!(!expired.0 && expired.1.contains("expired"), "{}", expired.1);
-    let wrong_net = join_as(
-        "delta",
-        &fresh
-            .replace("net=", "net=0")
-            .replacen("&token", "&token", 1),
+    let wrong_net = join_as("delta", &with_param(&fresh, "net", &"0".repeat(32)));
+    assert!(
+        !wrong_net.0 && wrong_net.1.contains("another network"),
+        "{}",
+        wrong_net.1
     );
-    assert!(!wrong_net.0, "{}", wrong_net.1);
     let unreachable = join_as(
         "delta",
         &fresh.replace(&alpha.public_addr(), "10.77.0.99:7300"),
