@@ -757,7 +757,7 @@ unit = 3
             (
                 "state_dir",
                 "stat_dir",
-                "stat_dir: unknown field `stat_dir`, expected one of `state_dir`, `api`, `history`, `speedtest`, `bus`, `device` (line 2, column 1: `stat_dir = \"/tmp/constella\"`)",
+                "stat_dir: unknown field `stat_dir`, expected one of `state_dir`, `api`, `history`, `speedtest`, `cluster`, `bus`, `device` (line 2, column 1: `stat_dir = \"/tmp/constella\"`)",
             ),
         ];
         let mut wrong = Vec::new();
