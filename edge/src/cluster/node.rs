@@ -191,7 +191,6 @@ pub(crate) struct Node {
     lease: Lease,
     windows: BTreeMap<NodeId, ReplayWindow>,
     peer_digest: BTreeMap<NodeId, [u8; 32]>,
-    live_since: BTreeMap<NodeId, Instant>,
     /// When each peer's last authenticated message arrived: evidence of life that also brings
     /// a healed partition back into the membership view.
     heard: BTreeMap<NodeId, Instant>,
@@ -270,7 +269,6 @@ impl Node {
             lease,
             windows,
             peer_digest: BTreeMap::new(),
-            live_since: BTreeMap::new(),
             heard: BTreeMap::new(),
             transport,
             traffic,
@@ -589,14 +587,6 @@ impl Node {
             };
             if let Some(peer) = self.state.peers.0.get(&id) {
                 tracing::info!(peer = %peer.name, status, "membership changed");
-            }
-            match change {
-                Change::Up(id) => {
-                    self.live_since.insert(id, Instant::now());
-                }
-                Change::Down(id) => {
-                    self.live_since.remove(&id);
-                }
             }
             self.state.peers.1.entry(id).or_default().status = status.into();
             self.dirty = true;

@@ -1,7 +1,7 @@
 //! `constella init` and `constella join`: create a node's state directory, either as the first
 //! node of a new network or by redeeming an invite at any live member.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
@@ -9,7 +9,7 @@ use rand::RngCore as _;
 
 use super::identity::{NodeId, NodeKey};
 use super::invite::Link;
-use super::netstate::{self, LeaseRecord, NetworkState, PeerInfo, Secrets, Seen};
+use super::netstate::{self, NetworkState, PeerInfo, Secrets, Seen, Shared};
 use super::transport::HttpTransport;
 use super::wire::Hello;
 
@@ -50,14 +50,14 @@ pub(crate) fn init(options: InitOptions) -> anyhow::Result<(String, NodeId)> {
     let mut network_key = [0u8; 32];
     rand::rng().fill_bytes(&mut network_key);
     let network_id = hex::encode(network);
-    let mut peers = BTreeMap::new();
-    peers.insert(key.id(), node.info(&key));
+    let mut shared = Shared::default();
+    shared.peers.insert(key.id(), node.info(&key));
     write(
         &options.node,
         &key,
         network_id.clone(),
         owner,
-        peers,
+        shared,
         network_key,
     )?;
     Ok((network_id, key.id()))
@@ -67,12 +67,6 @@ pub(crate) fn init(options: InitOptions) -> anyhow::Result<(String, NodeId)> {
 pub(crate) async fn join(options: JoinOptions) -> anyhow::Result<(String, NodeId)> {
     let node = checked(&options.node)?;
     let link = Link::parse(&options.link).context("--join")?;
-    if netstate::exists(&options.node.state_dir) {
-        bail!(
-            "{} already belongs to a network; use another --state-dir",
-            options.node.state_dir.display()
-        );
-    }
     let key = NodeKey::generate();
     let info = node.info(&key);
     let hello = Hello {
@@ -84,24 +78,17 @@ pub(crate) async fn join(options: JoinOptions) -> anyhow::Result<(String, NodeId
     };
     let transport = HttpTransport::new();
     let welcome = super::node::join(&transport, &link, hello, options.attempts).await?;
-    let mut shared = welcome.shared;
-    if shared.peers.get(&key.id()) != Some(&info) {
+    if welcome.shared.peers.get(&key.id()) != Some(&info) {
         bail!("the seed accepted the join but did not list this node; try again");
     }
-    shared.peers.insert(key.id(), info);
     write(
         &options.node,
         &key,
         hex::encode(welcome.network_id),
         welcome.owner_username,
-        shared.peers,
+        welcome.shared,
         welcome.network_key,
     )?;
-    let mut state = netstate::load(&options.node.state_dir)?.0;
-    state.bot_lease = shared.bot_lease;
-    state.removed = shared.removed;
-    state.invites = shared.invites;
-    netstate::save_state(&options.node.state_dir, &state)?;
     Ok((hex::encode(welcome.network_id), key.id()))
 }
 
@@ -163,7 +150,7 @@ fn write(
     key: &NodeKey,
     network_id: String,
     owner_username: String,
-    peers: BTreeMap<NodeId, PeerInfo>,
+    shared: Shared,
     network_key: [u8; 32],
 ) -> anyhow::Result<()> {
     let port = options
@@ -175,17 +162,21 @@ fn write(
         .listen
         .clone()
         .unwrap_or_else(|| format!("0.0.0.0:{port}"));
-    let seen = peers.keys().map(|id| (*id, Seen::default())).collect();
+    let seen = shared
+        .peers
+        .keys()
+        .map(|id| (*id, Seen::default()))
+        .collect();
     let state = NetworkState {
         network_id,
         owner_username,
         name: options.name.clone(),
         node_id: key.id(),
         listen,
-        peers: (peers, seen),
-        removed: BTreeSet::new(),
-        bot_lease: LeaseRecord::default(),
-        invites: BTreeMap::new(),
+        peers: (shared.peers, seen),
+        removed: shared.removed,
+        bot_lease: shared.bot_lease,
+        invites: shared.invites,
         replay_floor: BTreeMap::new(),
         counter_reserved: 0,
     };
