@@ -143,6 +143,7 @@ struct ClusterFile {
     probe_period: Option<String>,
     down_after: Option<String>,
     lease_duration: Option<String>,
+    bot_api: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +274,17 @@ impl Config {
                     ));
                 }
                 cluster.reboot_command = command;
+            }
+            if let Some(text) = raw.bot_api {
+                cluster.bot_api = url::Url::parse(&text)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+                    .ok_or_else(|| {
+                        fail(
+                            "cluster.bot_api",
+                            format!("{text:?} is not an http(s) URL such as https://api.telegram.org"),
+                        )
+                    })?;
             }
             let set =
                 |slot: &mut Duration, key: &str, text: Option<String>| -> Result<(), ConfigError> {

@@ -4,6 +4,7 @@
 
 mod agent;
 mod api;
+mod bot;
 mod cli;
 mod client;
 mod cluster;

@@ -21,6 +21,7 @@ pub(super) struct Nodes {
     lease_holder: Option<String>,
     epoch: u64,
     bot_running: bool,
+    bot_fenced: bool,
     nodes: Vec<NodeRow>,
     rejected_messages: std::collections::BTreeMap<String, u64>,
     control_bytes_sent: u64,
@@ -74,6 +75,7 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Nodes>, A
         lease_holder: table.lease_holder,
         epoch: table.epoch,
         bot_running: table.bot_running,
+        bot_fenced: table.bot_fenced,
         nodes: table
             .nodes
             .into_iter()

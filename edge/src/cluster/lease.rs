@@ -109,6 +109,8 @@ pub(crate) enum StopReason {
     Lapsed,
     HigherEpoch,
     SteppedDown,
+    /// Telegram told the bot another poller is active (HTTP 409).
+    Fenced,
 }
 
 /// The lease record as the cluster knows it (for display and replication).
@@ -153,8 +155,13 @@ pub(crate) struct Lease {
     record: Record,
     role: Role,
     quorum: usize,
+    /// After a fence, this node does not claim before this instant.
+    fenced_until: Option<Instant>,
     outputs: VecDeque<Output>,
 }
+
+/// How many lease durations a fenced node waits before it claims again.
+const FENCE_LEASES: u32 = 10;
 
 impl Lease {
     /// A node starting at `now` that knows `record` from its saved state. It promises nobody for
@@ -171,6 +178,7 @@ impl Lease {
             record,
             role: Role::Idle,
             quorum: 1,
+            fenced_until: None,
             outputs: VecDeque::new(),
         }
     }
@@ -186,9 +194,23 @@ impl Lease {
     }
 
     /// The bot reports the next update id it needs; carried on renewals and handovers.
-    #[cfg(test)]
     pub(crate) fn set_offset(&mut self, offset: u64) {
         self.record.offset = self.record.offset.max(offset);
+    }
+
+    /// Another poller fenced our bot (Telegram's 409): give the lease up, tell the members, and
+    /// claim nothing for `FENCE_LEASES` lease durations, so two pollers cannot keep taking the
+    /// bot from each other faster than that.
+    pub(crate) fn fence(&mut self, now: Instant) {
+        self.fenced_until = Some(now + self.config.duration * FENCE_LEASES);
+        if let Role::Holding { epoch, .. } = self.role {
+            self.release(epoch, StopReason::Fenced, now);
+        }
+    }
+
+    /// True while a fence keeps this node from claiming.
+    pub(crate) fn fenced(&self, now: Instant) -> bool {
+        self.fenced_until.is_some_and(|until| now < until)
     }
 
     /// A member claims (or renews) the lease.
@@ -301,14 +323,7 @@ impl Lease {
                 if now >= *valid_until {
                     self.stop(epoch, StopReason::Lapsed);
                 } else if leader.is_some_and(|l| l != self.me) {
-                    self.stop(epoch, StopReason::SteppedDown);
-                    self.promise.holder = None;
-                    self.promise.until = now;
-                    self.record.holder = None;
-                    self.outputs.push_back(Output::Broadcast(Message::Release {
-                        epoch,
-                        offset: self.record.offset,
-                    }));
+                    self.release(epoch, StopReason::SteppedDown, now);
                 } else if now >= *next_renew {
                     *round += 1;
                     *round_sent_at = now;
@@ -334,7 +349,7 @@ impl Lease {
             }
             Role::Idle => {}
         }
-        if matches!(self.role, Role::Idle) && leader == Some(self.me) {
+        if matches!(self.role, Role::Idle) && leader == Some(self.me) && !self.fenced(now) {
             let promise_free = now >= self.promise.until || self.promise.holder == Some(self.me);
             if promise_free {
                 self.claim(now);
@@ -352,7 +367,10 @@ impl Lease {
                 ..
             } => (*valid_until).min(*next_renew),
             Role::Claiming { sent_at, .. } => *sent_at + self.config.renew_every,
-            Role::Idle => promise,
+            Role::Idle => match self.fenced_until {
+                Some(until) if until > promise => until,
+                _ => promise,
+            },
         }
     }
 
@@ -426,6 +444,18 @@ impl Lease {
         {
             self.stop(ours, StopReason::HigherEpoch);
         }
+    }
+
+    /// Stops holding and tells the members, so the next holder need not wait for a lapse.
+    fn release(&mut self, epoch: u64, reason: StopReason, now: Instant) {
+        self.stop(epoch, reason);
+        self.promise.holder = None;
+        self.promise.until = now;
+        self.record.holder = None;
+        self.outputs.push_back(Output::Broadcast(Message::Release {
+            epoch,
+            offset: self.record.offset,
+        }));
     }
 
     fn stop(&mut self, epoch: u64, reason: StopReason) {
@@ -764,6 +794,24 @@ mod tests {
         sim.until_holder(0, 10 * SECOND);
         assert!(sim.nodes[0].lease.record().offset >= 4242);
         assert_eq!(sim.nodes[1].bot, None);
+    }
+
+    #[test]
+    fn a_fenced_holder_releases_and_waits_before_claiming_again() {
+        let mut sim = Sim::new(&[(1, true), (2, true), (3, true)]);
+        sim.until_holder(0, 5 * SECOND);
+        let now = sim.local(0);
+        sim.nodes[0].lease.fence(now);
+        sim.drain(0);
+        assert_eq!(sim.nodes[0].bot, None, "the bot stops at once");
+        assert!(!sim.nodes[0].lease.holds(now));
+        // Nobody holds while the leader is fenced: the others defer to it, it defers to the fence.
+        sim.run(LeaseConfig::default().duration * FENCE_LEASES - SECOND);
+        assert_eq!(sim.holder(), None);
+        let waited = sim.until_holder(0, 5 * SECOND);
+        assert!(waited <= 2 * SECOND, "claims again once the fence ends");
+        let epochs: Vec<u64> = sim.holders.iter().map(|h| h.1).collect();
+        assert_eq!(epochs, [1, 2], "the new lease has a higher epoch");
     }
 
     #[test]

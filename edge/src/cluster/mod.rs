@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 pub(crate) use invite::parse_ttl;
 pub(crate) use netstate::exists;
 pub(crate) use node::unix_now;
-pub(crate) use node::{Command, Handle, LocalCall, Settings};
+pub(crate) use node::{Command, Handle, LocalCall, Settings, Table};
 pub(crate) use setup::{InitOptions, JoinOptions, NodeOptions, init, join};
 pub(crate) use wire::Call;
 

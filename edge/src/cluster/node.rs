@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::bot;
 
 use super::envelope::{self, Header, NetworkId, Rejected, ReplayWindow};
 use super::identity::{NodeId, NodeKey, PublicKey};
@@ -27,6 +29,8 @@ pub(crate) struct Settings {
     pub(crate) timing: Timing,
     pub(crate) lease: LeaseConfig,
     pub(crate) reboot_command: Vec<String>,
+    /// Where the Telegram Bot API is (a local Bot API server, or a test's).
+    pub(crate) bot_api: url::Url,
 }
 
 impl Default for Settings {
@@ -35,6 +39,7 @@ impl Default for Settings {
             timing: Timing::default(),
             lease: LeaseConfig::default(),
             reboot_command: vec!["systemctl".into(), "reboot".into()],
+            bot_api: url::Url::parse("https://api.telegram.org").expect("a valid constant URL"),
         }
     }
 }
@@ -95,6 +100,8 @@ pub(crate) struct Table {
     pub(crate) lease_holder: Option<String>,
     pub(crate) epoch: u64,
     pub(crate) bot_running: bool,
+    /// A 409 from Telegram stopped this node's bot; it claims nothing until the fence ends.
+    pub(crate) bot_fenced: bool,
     pub(crate) rejected: BTreeMap<String, u64>,
     pub(crate) traffic_sent: u64,
     pub(crate) traffic_received: u64,
@@ -135,6 +142,20 @@ pub(crate) enum Event {
         response: Response,
     },
     Command(Command),
+    Bot(BotEvent),
+}
+
+/// What the bot task reports to the loop.
+pub(crate) enum BotEvent {
+    /// Updates below `offset` are confirmed; the lease carries it to the next holder.
+    Offset { epoch: u64, offset: u64 },
+    Exited { epoch: u64, exit: bot::Exit },
+}
+
+/// The bot task of the lease this node holds.
+struct RunningBot {
+    epoch: u64,
+    stop: watch::Sender<bool>,
 }
 
 /// A cheap handle to the running cluster.
@@ -200,7 +221,7 @@ pub(crate) struct Node {
     events: mpsc::Receiver<Event>,
     local: LocalCall,
     rejected: BTreeMap<String, u64>,
-    bot_epoch: Option<u64>,
+    bot: Option<RunningBot>,
     dirty: bool,
     next_persist: Instant,
     next_sync: Instant,
@@ -276,7 +297,7 @@ impl Node {
             events,
             local,
             rejected: BTreeMap::new(),
-            bot_epoch: None,
+            bot: None,
             dirty: false,
             next_persist: now,
             next_sync: now,
@@ -374,6 +395,21 @@ impl Node {
                 Response::Ack | Response::Call { .. } => {}
             },
             Event::Command(command) => self.command(command),
+            Event::Bot(BotEvent::Offset { epoch, offset }) => {
+                tracing::debug!(epoch, offset, "bot confirmed updates");
+                self.lease.set_offset(offset);
+                self.flush_lease();
+            }
+            Event::Bot(BotEvent::Exited { epoch, exit }) => {
+                if self.bot.as_ref().is_some_and(|b| b.epoch == epoch) {
+                    self.bot = None;
+                }
+                if exit == bot::Exit::Fenced {
+                    tracing::warn!(epoch, "bot fenced by another poller; not claiming the lease for a while");
+                    self.lease.fence(now);
+                    self.flush_lease();
+                }
+            }
         }
     }
 
@@ -603,11 +639,13 @@ impl Node {
                 }
                 Output::StartBot { epoch, offset } => {
                     tracing::info!(epoch, offset, "this node holds the bot lease");
-                    self.bot_epoch = Some(epoch);
+                    self.start_bot(epoch, offset);
                 }
                 Output::StopBot { epoch, reason } => {
                     tracing::info!(epoch, ?reason, "this node gave up the bot lease");
-                    self.bot_epoch = None;
+                    if let Some(bot) = self.bot.take() {
+                        let _ = bot.stop.send(true);
+                    }
                 }
             }
         }
@@ -619,6 +657,35 @@ impl Node {
             self.state.bot_lease.offset = self.state.bot_lease.offset.max(record.offset);
             self.dirty = true;
         }
+    }
+
+    /// Runs the bot for the lease at `epoch`, from the update id the lease carried.
+    fn start_bot(&mut self, epoch: u64, offset: u64) {
+        let Some(token) = self.secrets.bot_token.clone() else {
+            tracing::warn!("this node holds the bot lease but has no bot token");
+            return;
+        };
+        let setup = bot::BotSetup {
+            api_url: self.settings.bot_api.clone(),
+            token,
+            owner: self.state.owner_username.clone(),
+            cluster: Handle {
+                events: self.events_tx.clone(),
+            },
+            local: self.local.clone(),
+        };
+        let (stop, stopped) = watch::channel(false);
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let report = events.clone();
+            let exit = bot::run(setup, offset, stopped, move |offset| {
+                // A lost report is harmless: the next one carries a higher offset.
+                let _ = report.try_send(Event::Bot(BotEvent::Offset { epoch, offset }));
+            })
+            .await;
+            let _ = events.send(Event::Bot(BotEvent::Exited { epoch, exit })).await;
+        });
+        self.bot = Some(RunningBot { epoch, stop });
     }
 
     fn view(&self, now: Instant) -> View {
@@ -767,7 +834,8 @@ impl Node {
                 .and_then(|h| self.state.peers.0.get(&h))
                 .map(|p| p.name.clone()),
             epoch: self.lease.record().epoch.max(self.state.bot_lease.epoch),
-            bot_running: self.bot_epoch.is_some() && self.lease.holds(now),
+            bot_running: self.bot.is_some() && self.lease.holds(now),
+            bot_fenced: self.lease.fenced(now),
             rejected: self.rejected.clone(),
             traffic_sent: self.traffic.sent.load(Ordering::Relaxed),
             traffic_received: self.traffic.received.load(Ordering::Relaxed),
