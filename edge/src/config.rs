@@ -282,7 +282,9 @@ impl Config {
                     .ok_or_else(|| {
                         fail(
                             "cluster.bot_api",
-                            format!("{text:?} is not an http(s) URL such as https://api.telegram.org"),
+                            format!(
+                                "{text:?} is not an http(s) URL such as https://api.telegram.org"
+                            ),
                         )
                     })?;
             }

@@ -4,6 +4,9 @@
 //! Tests wait on observable conditions (an API answer, a line on a pipe, a file appearing) with a
 //! generous deadline; nothing sleeps to synchronise.
 
+pub mod lab;
+pub mod telegram;
+
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -3,226 +3,11 @@
 //! "network"). Partitions take a node's bridge port down. Each node's API is reached from inside
 //! its namespace.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use constella_tests::{Proc, Scratch, constella, wait_until};
+use constella_tests::lab::{Lab, Node};
+use constella_tests::{Scratch, wait_until};
 use serde_json::Value;
-
-/// The bridge namespace and one namespace per node, deleted on drop.
-struct Lab {
-    tag: String,
-    nodes: usize,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Lab {
-    fn new(nodes: usize) -> Lab {
-        let tag = format!("c{}", std::process::id() % 100_000);
-        let lab = Lab { tag, nodes };
-        let bridge = lab.bridge();
-        ip(&["netns", "add", &bridge]);
-        ip(&["-n", &bridge, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", &bridge, "link", "set", "br0", "up"]);
-        for i in 1..=nodes {
-            let ns = lab.ns(i);
-            let (inner, outer) = (format!("{}n{i}", lab.tag), format!("{}b{i}", lab.tag));
-            ip(&["netns", "add", &ns]);
-            ip(&[
-                "link", "add", &inner, "type", "veth", "peer", "name", &outer,
-            ]);
-            ip(&["link", "set", &inner, "netns", &ns, "name", "eth0"]);
-            ip(&[
-                "link",
-                "set",
-                &outer,
-                "netns",
-                &bridge,
-                "name",
-                &format!("port{i}"),
-            ]);
-            ip(&[
-                "-n",
-                &bridge,
-                "link",
-                "set",
-                &format!("port{i}"),
-                "master",
-                "br0",
-                "up",
-            ]);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", lab.addr(i)),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-            ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        }
-        lab
-    }
-
-    fn bridge(&self) -> String {
-        format!("{}-net", self.tag)
-    }
-
-    fn ns(&self, i: usize) -> String {
-        format!("{}-node{i}", self.tag)
-    }
-
-    fn addr(&self, i: usize) -> String {
-        format!("10.77.0.{i}")
-    }
-
-    /// Cuts node `i` off the network (`up = false`) or heals it.
-    fn link(&self, i: usize, up: bool) {
-        let state = if up { "up" } else { "down" };
-        ip(&[
-            "-n",
-            &self.bridge(),
-            "link",
-            "set",
-            &format!("port{i}"),
-            state,
-        ]);
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for i in 1..=self.nodes {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.ns(i)])
-                .status();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.bridge()])
-            .status();
-    }
-}
-
-/// One node: its namespace, state directory and (when running) its agent.
-struct Node<'a> {
-    lab: &'a Lab,
-    index: usize,
-    name: &'static str,
-    dir: &'a Path,
-    agent: Option<Proc>,
-}
-
-impl<'a> Node<'a> {
-    fn new(lab: &'a Lab, index: usize, name: &'static str, dir: &'a Path) -> Node<'a> {
-        std::fs::create_dir_all(dir).expect("node dir");
-        let config = format!(
-            "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:8400\"\n",
-            dir.join("state").display()
-        );
-        std::fs::write(dir.join("config.toml"), config).expect("config");
-        Node {
-            lab,
-            index,
-            name,
-            dir,
-            agent: None,
-        }
-    }
-
-    fn public_addr(&self) -> String {
-        format!("{}:7300", self.lab.addr(self.index))
-    }
-
-    fn state(&self) -> String {
-        self.dir.join("state").display().to_string()
-    }
-
-    fn config(&self) -> String {
-        self.dir.join("config.toml").display().to_string()
-    }
-
-    /// Runs a `constella` command inside this node's namespace.
-    fn command(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.lab.ns(self.index)])
-            .arg(constella())
-            .args(args)
-            .output()
-            .expect("run constella");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    }
-
-    fn start(&mut self) {
-        let ns = self.lab.ns(self.index);
-        let exe = constella().display().to_string();
-        let config = self.config();
-        let agent = Proc::spawn(
-            Path::new("ip"),
-            &["netns", "exec", &ns, &exe, "run", "--config", &config],
-        );
-        agent.wait_line("agent running", |l| {
-            l.contains("agent running").then_some(())
-        });
-        self.agent = Some(agent);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut agent) = self.agent.take() {
-            agent.kill();
-        }
-    }
-
-    /// GET (or POST) on this node's API, from inside its namespace.
-    fn api(&self, method: &str, path: &str) -> Value {
-        let token = std::fs::read_to_string(self.dir.join("state/api-token")).expect("token");
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.lab.ns(self.index),
-                "curl",
-                "-s",
-                "-m",
-                "20",
-            ])
-            .args([
-                "-X",
-                method,
-                "-H",
-                &format!("Authorization: Bearer {}", token.trim()),
-            ])
-            .arg(format!("http://127.0.0.1:8400{path}"))
-            .output()
-            .expect("curl");
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    }
-
-    fn nodes(&self) -> Value {
-        self.api("GET", "/api/v1/nodes")
-    }
-
-    fn invite(&self, ttl: &str) -> String {
-        let (ok, out) = self.command(&["invite", "--ttl", ttl, "--config", &self.config()]);
-        assert!(ok, "invite failed: {out}");
-        out.trim().to_string()
-    }
-}
 
 /// `link` with the query parameter `key` set to `value`.
 fn with_param(link: &str, key: &str, value: &str) -> String {
@@ -259,26 +44,12 @@ fn three_nodes_join_elect_fail_over_and_survive_a_partition() {
     let lab = Lab::new(4);
     let scratch = Scratch::new("cluster");
     let dirs: Vec<_> = (1..=4).map(|i| scratch.0.join(format!("n{i}"))).collect();
-    let mut alpha = Node::new(&lab, 1, "alpha", &dirs[0]);
-    let mut bravo = Node::new(&lab, 2, "bravo", &dirs[1]);
-    let mut charlie = Node::new(&lab, 3, "charlie", &dirs[2]);
-    let stranger = Node::new(&lab, 4, "stranger", &dirs[3]);
+    let mut alpha = Node::new(&lab, 1, "alpha", &dirs[0], "");
+    let mut bravo = Node::new(&lab, 2, "bravo", &dirs[1], "");
+    let mut charlie = Node::new(&lab, 3, "charlie", &dirs[2], "");
+    let stranger = Node::new(&lab, 4, "stranger", &dirs[3], "");
 
-    let (ok, out) = alpha.command(&[
-        "init",
-        "--name",
-        "alpha",
-        "--public-addr",
-        &alpha.public_addr(),
-        "--owner",
-        "@farm_owner",
-        "--bot-token",
-        "111:alpha",
-        "--priority",
-        "1",
-        "--state-dir",
-        &alpha.state(),
-    ]);
+    let (ok, out) = alpha.init("@farm_owner", Some("111:alpha"), 1);
     assert!(ok, "{out}");
     alpha.start();
 
@@ -289,52 +60,15 @@ fn three_nodes_join_elect_fail_over_and_survive_a_partition() {
         link.starts_with(&format!("join://{}?net=", alpha.public_addr())),
         "{link}"
     );
-    let (ok, out) = bravo.command(&[
-        "join",
-        "--name",
-        "bravo",
-        "--join",
-        &link,
-        "--public-addr",
-        &bravo.public_addr(),
-        "--bot-token",
-        "222:bravo",
-        "--priority",
-        "2",
-        "--state-dir",
-        &bravo.state(),
-    ]);
+    let (ok, out) = bravo.join(&link, Some("222:bravo"), 2);
     assert!(ok, "{out}");
     bravo.start();
     let link = alpha.invite("15m");
     let via_bravo = link.replace(&alpha.public_addr(), &bravo.public_addr());
-    wait_until("bravo knows the new invite", || {
-        let (ok, _) = stranger.command(&[
-            "join",
-            "--name",
-            "probe",
-            "--join",
-            "join://10.77.0.99:1?net=00&token=00",
-            "--state-dir",
-            "/nonexistent",
-        ]);
-        !ok
-    });
+    // Bravo learns of the invite by gossip; until then it answers "unknown".
     let mut joined = (false, String::new());
     wait_until("charlie joins through bravo", || {
-        joined = charlie.command(&[
-            "join",
-            "--name",
-            "charlie",
-            "--join",
-            &via_bravo,
-            "--public-addr",
-            &charlie.public_addr(),
-            "--priority",
-            "3",
-            "--state-dir",
-            &charlie.state(),
-        ]);
+        joined = charlie.join(&via_bravo, None, 3);
         joined.0 || !joined.1.contains("unknown")
     });
     assert!(joined.0, "{}", joined.1);

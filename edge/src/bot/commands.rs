@@ -7,20 +7,38 @@ pub(crate) enum BotCommand {
     /// The cluster table.
     Status,
     /// A node's devices and their link status.
-    Devices { node: String },
+    Devices {
+        node: String,
+    },
     /// One device's readings and alarms.
-    Device { node: String, device: String },
+    Device {
+        node: String,
+        device: String,
+    },
     /// Active alarms on every live node.
     Alarms,
     /// A node's metrics (CPU, memory, disk).
-    Stats { node: String },
+    Stats {
+        node: String,
+    },
     /// A node's latest events.
-    Events { node: String },
-    ResetAlarms { node: String, device: String },
-    Reboot { node: String },
-    Speedtest { node: String },
+    Events {
+        node: String,
+    },
+    ResetAlarms {
+        node: String,
+        device: String,
+    },
+    Reboot {
+        node: String,
+    },
+    Speedtest {
+        node: String,
+    },
     /// A join link for a new node.
-    Invite { ttl: String },
+    Invite {
+        ttl: String,
+    },
 }
 
 pub(crate) const HELP: &str = "Commands:

@@ -70,7 +70,11 @@ pub(crate) async fn run(
     loop {
         let mut request = bot
             .get_updates()
-            .timeout(if pending.is_empty() { LONG_POLL_SECS } else { 0 })
+            .timeout(if pending.is_empty() {
+                LONG_POLL_SECS
+            } else {
+                0
+            })
             .allowed_updates([AllowedUpdate::Message]);
         if offset > 0 {
             request = request.offset(i32::try_from(offset).unwrap_or(i32::MAX));
@@ -101,10 +105,7 @@ pub(crate) async fn run(
                 return Exit::Fenced;
             }
             Err(e) => {
-                let fatal = matches!(
-                    e,
-                    RequestError::Api(ApiError::InvalidToken)
-                );
+                let fatal = matches!(e, RequestError::Api(ApiError::InvalidToken));
                 if fatal {
                     tracing::error!(error = %e, "Telegram refuses this bot token");
                 } else {

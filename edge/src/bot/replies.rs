@@ -22,7 +22,11 @@ pub(crate) fn table(table: &Table) -> String {
         let _ = writeln!(
             out,
             "{} {} ({}){}",
-            if row.status == "alive" { "🟢" } else { "🔴" },
+            if row.status == "alive" {
+                "🟢"
+            } else {
+                "🔴"
+            },
             row.name,
             row.addr,
             if marks.is_empty() {

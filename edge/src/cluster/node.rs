@@ -148,8 +148,14 @@ pub(crate) enum Event {
 /// What the bot task reports to the loop.
 pub(crate) enum BotEvent {
     /// Updates below `offset` are confirmed; the lease carries it to the next holder.
-    Offset { epoch: u64, offset: u64 },
-    Exited { epoch: u64, exit: bot::Exit },
+    Offset {
+        epoch: u64,
+        offset: u64,
+    },
+    Exited {
+        epoch: u64,
+        exit: bot::Exit,
+    },
 }
 
 /// The bot task of the lease this node holds.
@@ -405,7 +411,10 @@ impl Node {
                     self.bot = None;
                 }
                 if exit == bot::Exit::Fenced {
-                    tracing::warn!(epoch, "bot fenced by another poller; not claiming the lease for a while");
+                    tracing::warn!(
+                        epoch,
+                        "bot fenced by another poller; not claiming the lease for a while"
+                    );
                     self.lease.fence(now);
                     self.flush_lease();
                 }
@@ -683,7 +692,9 @@ impl Node {
                 let _ = report.try_send(Event::Bot(BotEvent::Offset { epoch, offset }));
             })
             .await;
-            let _ = events.send(Event::Bot(BotEvent::Exited { epoch, exit })).await;
+            let _ = events
+                .send(Event::Bot(BotEvent::Exited { epoch, exit }))
+                .await;
         });
         self.bot = Some(RunningBot { epoch, stop });
     }

@@ -1,0 +1,152 @@
+//! The Telegram bot across real processes: three nodes in network namespaces and a local Bot API
+//! server on the network's service address. The bot runs only on the lease holder, answers only
+//! the owner, and answers every update exactly once through partitions, healing and failover;
+//! a second poller on the same token fences it (409).
+
+use std::time::{Duration, Instant};
+
+use constella_tests::lab::{Lab, Node};
+use constella_tests::telegram::FakeTelegram;
+use constella_tests::{Scratch, wait_until};
+
+const TOKEN: &str = "123456:farm-bot";
+
+fn holder(node: &Node) -> Option<String> {
+    node.nodes()["lease_holder"].as_str().map(str::to_string)
+}
+
+/// The owner writes, waits for the answer, and writes again until `done` holds: a conversation
+/// across a change of holder. Returns the messages sent.
+fn converse(telegram: &FakeTelegram, mut done: impl FnMut() -> bool) -> Vec<i64> {
+    let mut sent = Vec::new();
+    loop {
+        let id = telegram.send("farm_owner", "/help");
+        sent.push(id);
+        wait_until("the owner's message is answered", || {
+            !telegram.replies_to(id).is_empty()
+        });
+        if done() {
+            return sent;
+        }
+    }
+}
+
+#[test]
+fn the_bot_runs_on_the_holder_answers_the_owner_once_and_yields_to_a_409() {
+    let lab = Lab::new(3);
+    let telegram = FakeTelegram::serve(lab.service_listener(8081), TOKEN);
+    let scratch = Scratch::new("bot");
+    let dirs: Vec<_> = (1..=3).map(|i| scratch.0.join(format!("n{i}"))).collect();
+    let extra = format!("[cluster]\nbot_api = \"{}\"\n", telegram.url());
+    let mut alpha = Node::new(&lab, 1, "alpha", &dirs[0], &extra);
+    let mut bravo = Node::new(&lab, 2, "bravo", &dirs[1], &extra);
+    let mut charlie = Node::new(&lab, 3, "charlie", &dirs[2], &extra);
+    let (ok, out) = alpha.init("@farm_owner", Some(TOKEN), 1);
+    assert!(ok, "{out}");
+    alpha.start();
+    for (node, priority) in [(&mut bravo, 2), (&mut charlie, 3)] {
+        let (ok, out) = node.join(&alpha.invite("15m"), Some(TOKEN), priority);
+        assert!(ok, "{out}");
+        node.start();
+    }
+    for node in [&alpha, &bravo, &charlie] {
+        wait_until(&format!("{} sees alpha hold the lease", node.name), || {
+            holder(node).as_deref() == Some("alpha")
+        });
+    }
+    let ip = |i: usize| lab.addr(i).parse::<std::net::IpAddr>().expect("ip");
+
+    // Only the owner is answered, only by the holder, and commands reach other nodes.
+    let stranger = telegram.send("mallory", "/status");
+    let status = telegram.send("farm_owner", "/status");
+    wait_until("the owner gets the status", || {
+        !telegram.replies_to(status).is_empty()
+    });
+    let reply = &telegram.replies_to(status)[0];
+    assert_eq!(reply.from, ip(1), "answered by the holder");
+    for name in ["alpha", "bravo", "charlie"] {
+        assert!(reply.text.contains(name), "{}", reply.text);
+    }
+    assert!(
+        reply.text.contains("alpha (10.77.0.1:7300) [leader, bot]"),
+        "{}",
+        reply.text
+    );
+    let stats = telegram.send("farm_owner", "/stats bravo");
+    wait_until("bravo's stats arrive", || {
+        !telegram.replies_to(stats).is_empty()
+    });
+    assert!(telegram.replies_to(stats)[0].text.contains("CPU"));
+    assert!(
+        telegram.replies_to(stranger).is_empty(),
+        "the stranger got nothing"
+    );
+    let polls_from = |i: usize| telegram.polls().iter().filter(|p| p.from == ip(i)).count();
+    assert_eq!(polls_from(2) + polls_from(3), 0, "only the holder polls");
+
+    // Alpha loses its peers but not Telegram: it stops, bravo takes over, healing hands back.
+    lab.cut_between(1, 2, true);
+    lab.cut_between(1, 3, true);
+    let mut conversation = converse(&telegram, || holder(&bravo).as_deref() == Some("bravo"));
+    assert_eq!(alpha.nodes()["bot_running"], false);
+    lab.cut_between(1, 2, false);
+    lab.cut_between(1, 3, false);
+    conversation.extend(converse(&telegram, || {
+        holder(&bravo).as_deref() == Some("alpha") && alpha.nodes()["bot_running"] == true
+    }));
+
+    // Kill the holder with messages waiting: the next holder answers each of them once.
+    let killed = Instant::now();
+    alpha.kill();
+    let waiting: Vec<i64> = (0..5)
+        .map(|_| telegram.send("farm_owner", "/help"))
+        .collect();
+    for id in &waiting {
+        wait_until("bravo answers what waited", || {
+            !telegram.replies_to(*id).is_empty()
+        });
+        assert_eq!(telegram.replies_to(*id)[0].from, ip(2));
+    }
+    let polling_again = telegram
+        .polls()
+        .iter()
+        .find(|p| p.from == ip(2) && p.at > killed)
+        .map(|p| p.at - killed)
+        .expect("bravo polls");
+    eprintln!("holder killed -> bot polling again: {polling_again:?}");
+    assert!(polling_again < Duration::from_secs(8), "{polling_again:?}");
+
+    for id in [status, stats]
+        .into_iter()
+        .chain(conversation)
+        .chain(waiting)
+    {
+        let replies = telegram.replies_to(id);
+        assert_eq!(
+            replies.len(),
+            1,
+            "message {id} answered {} times",
+            replies.len()
+        );
+    }
+    let terminated = telegram.polls().iter().filter(|p| p.terminated).count();
+    assert_eq!(terminated, 0, "no two pollers overlapped");
+
+    // Another program polls with the same token: bravo's poll gets a 409, bravo stops and backs
+    // off, so the intruder's own poll is not terminated in turn.
+    let intruder_terminated = telegram.poll_as_intruder(Duration::from_secs(5));
+    assert!(!intruder_terminated, "nobody polled again during the fence");
+    let view = bravo.nodes();
+    assert_eq!(view["bot_fenced"], true, "{view}");
+    assert_eq!(view["bot_running"], false, "{view}");
+    assert_eq!(
+        charlie.nodes()["bot_running"],
+        false,
+        "charlie defers to bravo"
+    );
+    let log = bravo.agent.as_ref().expect("running").output();
+    assert!(log.contains("another getUpdates poller is active"), "{log}");
+    assert!(!log.contains(TOKEN), "the token is never logged");
+    bravo.kill();
+    charlie.kill();
+}
