@@ -25,7 +25,10 @@ pub fn ip(args: &[&str]) {
 
 impl Lab {
     pub fn new(nodes: usize) -> Lab {
-        let tag = format!("c{}", std::process::id() % 100_000);
+        // Unique per process and per lab; short, since interface names are `{tag}n{i}` (≤ 15).
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("c{}x{n}", std::process::id() % 100_000);
         let lab = Lab { tag, nodes };
         let bridge = lab.bridge();
         ip(&["netns", "add", &bridge]);

@@ -132,8 +132,12 @@ fn the_bot_runs_on_the_holder_answers_the_owner_once_and_yields_to_a_409() {
     let terminated = telegram.polls().iter().filter(|p| p.terminated).count();
     assert_eq!(terminated, 0, "no two pollers overlapped");
 
-    // Another program polls with the same token: bravo's poll gets a 409, bravo stops and backs
-    // off, so the intruder's own poll is not terminated in turn.
+    // Another program polls with the same token. Whichever call is older gets the 409: once
+    // bravo's does, bravo stops and backs off, so the intruder's next poll is left alone.
+    wait_until("bravo's poll is terminated by the intruder's", || {
+        telegram.poll_as_intruder(Duration::from_millis(500));
+        bravo.nodes()["bot_fenced"] == true
+    });
     let intruder_terminated = telegram.poll_as_intruder(Duration::from_secs(5));
     assert!(!intruder_terminated, "nobody polled again during the fence");
     let view = bravo.nodes();
@@ -149,4 +153,65 @@ fn the_bot_runs_on_the_holder_answers_the_owner_once_and_yields_to_a_409() {
     assert!(!log.contains(TOKEN), "the token is never logged");
     bravo.kill();
     charlie.kill();
+}
+
+/// Two nodes cannot tell a partition from a crash, so each side keeps a lease of its own (a
+/// quorum of one). Telegram's 409 is then the fence: the newer poller wins, the older one stops
+/// and claims nothing for ten lease durations, and an update is answered only by the node that
+/// confirmed it, so no update is answered twice.
+#[test]
+fn a_two_node_partition_is_fenced_by_telegram() {
+    let lab = Lab::new(2);
+    let telegram = FakeTelegram::serve(lab.service_listener(8081), TOKEN);
+    let scratch = Scratch::new("bot-pair");
+    let dirs: Vec<_> = (1..=2).map(|i| scratch.0.join(format!("n{i}"))).collect();
+    let extra = format!("[cluster]\nbot_api = \"{}\"\n", telegram.url());
+    let mut alpha = Node::new(&lab, 1, "alpha", &dirs[0], &extra);
+    let mut bravo = Node::new(&lab, 2, "bravo", &dirs[1], &extra);
+    let (ok, out) = alpha.init("@farm_owner", Some(TOKEN), 1);
+    assert!(ok, "{out}");
+    alpha.start();
+    let (ok, out) = bravo.join(&alpha.invite("15m"), Some(TOKEN), 2);
+    assert!(ok, "{out}");
+    bravo.start();
+    wait_until("bravo sees alpha hold the lease", || {
+        holder(&bravo).as_deref() == Some("alpha")
+    });
+    let bravo_ip = lab.addr(2).parse::<std::net::IpAddr>().expect("ip");
+
+    lab.cut_between(1, 2, true);
+    let mut conversation = converse(&telegram, || {
+        telegram.sent().last().is_some_and(|s| s.from == bravo_ip)
+    });
+    wait_until("alpha was fenced by bravo's poll", || {
+        alpha.nodes()["bot_fenced"] == true
+    });
+    assert_eq!(alpha.nodes()["bot_running"], false);
+    conversation.extend(converse(&telegram, || true));
+    lab.cut_between(1, 2, false);
+    for node in [&alpha, &bravo] {
+        wait_until(
+            &format!("{} sees one holder after healing", node.name),
+            || {
+                let views = [alpha.nodes(), bravo.nodes()];
+                let running = views.iter().filter(|v| v["bot_running"] == true).count();
+                running == 1
+                    && views
+                        .iter()
+                        .all(|v| v["lease_holder"] == views[0]["lease_holder"])
+            },
+        );
+    }
+    conversation.extend(converse(&telegram, || true));
+    for id in conversation {
+        let replies = telegram.replies_to(id);
+        assert_eq!(
+            replies.len(),
+            1,
+            "message {id} answered {} times",
+            replies.len()
+        );
+    }
+    alpha.kill();
+    bravo.kill();
 }
