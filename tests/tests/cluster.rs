@@ -208,3 +208,177 @@ fn three_nodes_join_elect_fail_over_and_survive_a_partition() {
     assert_eq!(alive_names(&bravo.nodes()), ["bravo"]);
     charlie.kill();
 }
+
+/// Reads a JSON file from a node's state directory.
+fn state_json(node: &Node, file: &str) -> Value {
+    let text = std::fs::read_to_string(node.dir.join("state").join(file)).expect("state file");
+    serde_json::from_str(&text).expect("state json")
+}
+
+/// A cluster envelope (the `CNS1` layout documented in `edge/src/cluster/envelope.rs`), built
+/// here independently of the agent's code, with a `Gossip` body that carries no data.
+fn envelope(network: &str, from: &str, to: &str, counter: u64, seed: [u8; 32]) -> Vec<u8> {
+    use ed25519_dalek::Signer as _;
+    let field = |text: &str| hex::decode(text).expect("hex id");
+    let body = [0u8, 0u8];
+    let mut out = b"CNS1".to_vec();
+    out.extend(field(network));
+    out.extend(field(from));
+    out.extend(field(to));
+    out.extend(counter.to_be_bytes());
+    out.extend((body.len() as u32).to_be_bytes());
+    out.extend(body);
+    let signature = ed25519_dalek::SigningKey::from_bytes(&seed).sign(&out);
+    out.extend(signature.to_bytes());
+    out
+}
+
+/// POSTs an envelope to `addr` from inside `node`'s namespace; returns the HTTP status.
+fn post_envelope(node: &Node, addr: &str, bytes: &[u8]) -> u16 {
+    let file = node.dir.join("envelope.bin");
+    std::fs::write(&file, bytes).expect("write envelope");
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &node.lab.ns(node.index),
+            "curl",
+            "-s",
+            "-m",
+            "10",
+        ])
+        .args(["-o", "/dev/null", "-w", "%{http_code}", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg(format!("http://{addr}/cluster/v1/message"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_hung_peer_does_not_flap_the_others_and_forged_or_replayed_messages_are_refused() {
+    let lab = Lab::new(4);
+    let scratch = Scratch::new("cluster-hung");
+    let dirs: Vec<_> = (1..=4).map(|i| scratch.0.join(format!("n{i}"))).collect();
+    let names = ["alpha", "bravo", "charlie", "delta"];
+    let mut nodes: Vec<Node> = (0..4)
+        .map(|i| Node::new(&lab, i + 1, names[i], &dirs[i], ""))
+        .collect();
+    let (ok, out) = nodes[0].init("@farm_owner", Some("111:bot"), 1);
+    assert!(ok, "{out}");
+    nodes[0].start();
+    for i in 1..4 {
+        let link = nodes[0].invite("15m");
+        let (ok, out) = nodes[i].join(&link, Some("111:bot"), i as u32 + 1);
+        assert!(ok, "{out}");
+        nodes[i].start();
+    }
+    for node in &nodes {
+        wait_until(&format!("{} sees all four alive", node.name), || {
+            alive_names(&node.nodes()) == names
+        });
+    }
+
+    wait_until("every node knows alpha's lease", || {
+        let views: Vec<_> = nodes.iter().map(|n| holder(&n.nodes())).collect();
+        views[0].as_ref().is_some_and(|(h, _)| h == "alpha") && views.iter().all(|v| *v == views[0])
+    });
+    // Freeze delta: the kernel still accepts TCP connections on its port, nobody answers.
+    let delta_pid = nodes[3].agent.as_ref().expect("running").pid().to_string();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &delta_pid])
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    let healthy = &nodes[..3];
+    for node in healthy {
+        wait_until(&format!("{} sees delta down", node.name), || {
+            alive_names(&node.nodes()) == ["alpha", "bravo", "charlie"]
+        });
+    }
+    wait_until("alpha holds the lease", || {
+        holder(&nodes[0].nodes()).is_some_and(|(h, _)| h == "alpha")
+    });
+    let (_, epoch_before) = holder(&nodes[0].nodes()).expect("holder");
+    // Watch for a while: the healthy nodes never see each other go down, nor the lease move.
+    let watch_until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < watch_until {
+        for node in healthy {
+            let view = node.nodes();
+            assert_eq!(alive_names(&view), ["alpha", "bravo", "charlie"], "{view}");
+            assert_eq!(
+                holder(&view),
+                Some(("alpha".into(), epoch_before)),
+                "{view}"
+            );
+        }
+    }
+    for node in healthy {
+        let log = node.agent.as_ref().expect("running").output();
+        for peer in ["alpha", "bravo", "charlie"] {
+            let flap = format!("peer={peer} status=\"down\"");
+            assert!(!log.contains(&flap), "{} logged {flap}", node.name);
+        }
+    }
+
+    // Messages in delta's name, sent to alpha from delta's namespace by this test.
+    let delta_state = state_json(&nodes[3], "network_state.json");
+    let network = delta_state["network_id"].as_str().expect("network");
+    let delta_id = delta_state["node_id"].as_str().expect("delta id");
+    let alpha_id = state_json(&nodes[0], "network_state.json")["node_id"]
+        .as_str()
+        .expect("alpha id")
+        .to_string();
+    let delta_key: [u8; 32] = hex::decode(
+        state_json(&nodes[3], "secrets.json")["node_key"]
+            .as_str()
+            .expect("key"),
+    )
+    .expect("hex")
+    .try_into()
+    .expect("32 bytes");
+    // Far above anything delta sent, so the first copy is fresh.
+    let counter = delta_state["counter_reserved"].as_u64().expect("counter") - 1;
+    let alpha_addr = nodes[0].public_addr();
+    let rejected = |kind: &str| nodes[0].nodes()["rejected_messages"][kind].as_u64();
+
+    let forged = envelope(network, delta_id, &alpha_id, counter, [7; 32]);
+    assert_eq!(post_envelope(&nodes[3], &alpha_addr, &forged), 403);
+    assert_eq!(rejected("bad_signature"), Some(1));
+
+    let genuine = envelope(network, delta_id, &alpha_id, counter, delta_key);
+    assert_eq!(
+        post_envelope(&nodes[3], &alpha_addr, &genuine),
+        200,
+        "first copy"
+    );
+    assert_eq!(
+        post_envelope(&nodes[3], &alpha_addr, &genuine),
+        403,
+        "replay"
+    );
+    assert_eq!(rejected("replayed"), Some(1));
+
+    let misrouted = envelope(network, delta_id, &alpha_id, counter + 1, delta_key);
+    assert_eq!(
+        post_envelope(&nodes[3], &nodes[1].public_addr(), &misrouted),
+        403
+    );
+    assert_eq!(
+        nodes[1].nodes()["rejected_messages"]["wrong_receiver"].as_u64(),
+        Some(1)
+    );
+
+    let log = nodes[0].agent.as_ref().expect("running").output();
+    assert!(log.contains("bad signature"), "{log}");
+    assert!(
+        log.contains(&format!("replayed or too old (counter {counter})")),
+        "{log}"
+    );
+    for node in &mut nodes {
+        node.kill();
+    }
+}

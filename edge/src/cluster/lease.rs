@@ -155,6 +155,8 @@ pub(crate) struct Lease {
     record: Record,
     role: Role,
     quorum: usize,
+    /// A starting node claims nothing for one lease duration, so it sees its peers first.
+    claim_after: Instant,
     /// After a fence, this node does not claim before this instant.
     fenced_until: Option<Instant>,
     outputs: VecDeque<Output>,
@@ -164,20 +166,33 @@ pub(crate) struct Lease {
 const FENCE_LEASES: u32 = 10;
 
 impl Lease {
-    /// A node starting at `now` that knows `record` from its saved state. It promises nobody for
-    /// one lease duration, since it cannot know what it promised before a restart.
-    pub(crate) fn new(me: NodeId, config: LeaseConfig, record: Record, now: Instant) -> Lease {
+    /// A node starting at `now` that knows `record` from its saved state. After a restart it
+    /// promises nobody for one lease duration, since it cannot know what it promised before; a
+    /// node on its `first_run` never promised anything and votes at once. Either way it claims
+    /// nothing for that long, so it knows who else is alive before it stands.
+    pub(crate) fn new(
+        me: NodeId,
+        config: LeaseConfig,
+        record: Record,
+        now: Instant,
+        first_run: bool,
+    ) -> Lease {
         Lease {
             me,
             config,
             promise: Promise {
                 holder: None,
                 epoch: record.epoch,
-                until: now + config.duration,
+                until: if first_run {
+                    now
+                } else {
+                    now + config.duration
+                },
             },
             record,
             role: Role::Idle,
             quorum: 1,
+            claim_after: now + config.duration,
             fenced_until: None,
             outputs: VecDeque::new(),
         }
@@ -349,7 +364,8 @@ impl Lease {
             }
             Role::Idle => {}
         }
-        if matches!(self.role, Role::Idle) && leader == Some(self.me) && !self.fenced(now) {
+        let may_claim = now >= self.claim_after && !self.fenced(now);
+        if matches!(self.role, Role::Idle) && leader == Some(self.me) && may_claim {
             let promise_free = now >= self.promise.until || self.promise.holder == Some(self.me);
             if promise_free {
                 self.claim(now);
@@ -367,10 +383,9 @@ impl Lease {
                 ..
             } => (*valid_until).min(*next_renew),
             Role::Claiming { sent_at, .. } => *sent_at + self.config.renew_every,
-            Role::Idle => match self.fenced_until {
-                Some(until) if until > promise => until,
-                _ => promise,
-            },
+            Role::Idle => promise
+                .max(self.claim_after)
+                .max(self.fenced_until.unwrap_or(promise)),
         }
     }
 
@@ -520,7 +535,13 @@ mod tests {
                             priority,
                             can_host_bot,
                         },
-                        lease: Lease::new(id, LeaseConfig::default(), Record::default(), start),
+                        lease: Lease::new(
+                            id,
+                            LeaseConfig::default(),
+                            Record::default(),
+                            start,
+                            false,
+                        ),
                         alive: true,
                         frozen: false,
                         skew: Duration::ZERO,
@@ -698,7 +719,8 @@ mod tests {
         fn restart(&mut self, i: usize) {
             let record = self.nodes[i].lease.record();
             let now = self.local(i);
-            self.nodes[i].lease = Lease::new(self.nodes[i].id, LeaseConfig::default(), record, now);
+            self.nodes[i].lease =
+                Lease::new(self.nodes[i].id, LeaseConfig::default(), record, now, false);
             self.nodes[i].alive = true;
         }
     }

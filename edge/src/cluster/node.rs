@@ -279,7 +279,8 @@ impl Node {
             epoch: state.bot_lease.epoch,
             offset: state.bot_lease.offset,
         };
-        let lease = Lease::new(me, settings.lease, record, now);
+        // Counters are reserved before the first message, so none reserved means never ran.
+        let lease = Lease::new(me, settings.lease, record, now, start == 0);
         let (events_tx, events) = mpsc::channel(1024);
         let node = Node {
             dir,

@@ -1,0 +1,214 @@
+//! Cluster benchmarks, run with `cargo bench -p constella-tests --bench cluster`. Real
+//! `constella` processes, each in its own network namespace (as in `tests/tests/cluster.rs`),
+//! with a local Bot API server on the network's service address. Prints markdown rows for
+//! docs/BENCHMARKS.md:
+//! - failover: the lease holder is SIGKILLed; time until a survivor logs that it holds the
+//!   lease, and until the Bot API server sees that node's first `getUpdates`; 20 runs;
+//! - control traffic: bytes on each node's interface (everything it sends and receives:
+//!   IP, TCP, HTTP and the signed envelopes) over a quiet minute, per node per day, at 3, 10 and
+//!   50 nodes.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use constella_tests::lab::{Lab, Node};
+use constella_tests::telegram::FakeTelegram;
+use constella_tests::{Scratch, wait_until};
+
+const TOKEN: &str = "123456:bench-bot";
+const FAILOVER_RUNS: usize = 20;
+const TRAFFIC_WINDOW: Duration = Duration::from_secs(60);
+
+/// `cargo bench -p constella-tests --bench cluster [-- failover|traffic]`.
+fn main() {
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |part: &str| wanted.is_empty() || wanted.iter().any(|w| w == part);
+    println!("\n| benchmark | result | alternative | ratio |");
+    println!("|---|---|---|---|");
+    if run("failover") {
+        failover();
+    }
+    if run("traffic") {
+        for size in [3, 10, 50] {
+            traffic(size);
+        }
+    }
+}
+
+/// A network of `size` nodes, all able to host the bot, priorities in order; node 1 leads.
+struct Network<'a> {
+    nodes: Vec<Node<'a>>,
+}
+
+fn network<'a>(lab: &'a Lab, dirs: &'a [std::path::PathBuf], extra: &str) -> Network<'a> {
+    let mut nodes: Vec<Node<'a>> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let name: &'static str = Box::leak(format!("n{}", i + 1).into_boxed_str());
+            Node::new(lab, i + 1, name, dir, extra)
+        })
+        .collect();
+    let (ok, out) = nodes[0].init("@farm_owner", Some(TOKEN), 1);
+    assert!(ok, "{out}");
+    nodes[0].start();
+    for i in 1..nodes.len() {
+        let link = nodes[0].invite("15m");
+        let (ok, out) = nodes[i].join(&link, Some(TOKEN), i as u32 + 1);
+        assert!(ok, "{out}");
+        nodes[i].start();
+    }
+    let size = nodes.len();
+    wait_until("every node sees every node alive", || {
+        nodes.iter().all(|n| {
+            n.nodes()["nodes"]
+                .as_array()
+                .is_some_and(|rows| rows.iter().filter(|r| r["status"] == "alive").count() == size)
+        })
+    });
+    Network { nodes }
+}
+
+fn holder(node: &Node) -> Option<String> {
+    node.nodes()["lease_holder"].as_str().map(str::to_string)
+}
+
+/// When a node's log says it took the lease after `since` (log lines start with an RFC 3339
+/// UTC timestamp, from the same clock as `since`).
+fn took_lease_at(node: &Node, since: SystemTime) -> Option<SystemTime> {
+    let log = node.agent.as_ref()?.output();
+    log.lines()
+        .filter(|l| l.contains("this node holds the bot lease"))
+        .filter_map(|l| humantime::parse_rfc3339(l.split_whitespace().next()?).ok())
+        .find(|at| *at > since)
+}
+
+fn failover() {
+    let lab = Lab::new(3);
+    let telegram = FakeTelegram::serve(lab.service_listener(8081), TOKEN);
+    let scratch = Scratch::new("bench-failover");
+    let dirs: Vec<_> = (1..=3).map(|i| scratch.0.join(format!("n{i}"))).collect();
+    let extra = format!("[cluster]\nbot_api = \"{}\"\n", telegram.url());
+    let mut net = network(&lab, &dirs, &extra);
+    let mut to_holder = Vec::new();
+    let mut to_polling = Vec::new();
+    for run in 0..FAILOVER_RUNS {
+        wait_until("n1 holds the lease and the bot polls", || {
+            holder(&net.nodes[1]).as_deref() == Some("n1")
+                && net.nodes[0].nodes()["bot_running"] == true
+        });
+        let killed_wall = SystemTime::now();
+        let killed = Instant::now();
+        net.nodes[0].kill();
+        wait_until("n2 takes the lease", || {
+            took_lease_at(&net.nodes[1], killed_wall).is_some()
+        });
+        let n2: IpAddr = lab.addr(2).parse().expect("ip");
+        wait_until("n2 polls Telegram", || {
+            telegram
+                .polls()
+                .iter()
+                .any(|p| p.from == n2 && p.at > killed)
+        });
+        let took = took_lease_at(&net.nodes[1], killed_wall)
+            .and_then(|at| at.duration_since(killed_wall).ok())
+            .expect("lease time");
+        let polled = telegram
+            .polls()
+            .iter()
+            .find(|p| p.from == n2 && p.at > killed)
+            .map(|p| p.at - killed)
+            .expect("poll time");
+        eprintln!("run {run}: holder {took:?}, polling {polled:?}");
+        to_holder.push(took);
+        to_polling.push(polled);
+        net.nodes[0].start();
+    }
+    let (h_med, h_max) = median_max(&mut to_holder);
+    let (p_med, p_max) = median_max(&mut to_polling);
+    println!(
+        "| Failover, holder SIGKILLed, 3 nodes, default timing ({FAILOVER_RUNS} runs): new lease holder | median {:.2} s, max {:.2} s | reference Constella: 15–17 s | {:.1}× faster (median vs 15 s) |",
+        h_med.as_secs_f64(),
+        h_max.as_secs_f64(),
+        15.0 / h_med.as_secs_f64()
+    );
+    println!(
+        "| Failover, same runs: bot polling Telegram again | median {:.2} s, max {:.2} s | reference Constella: 15–17 s | {:.1}× faster (median vs 15 s) |",
+        p_med.as_secs_f64(),
+        p_max.as_secs_f64(),
+        15.0 / p_med.as_secs_f64()
+    );
+    for node in &mut net.nodes {
+        node.kill();
+    }
+}
+
+fn median_max(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    (samples[samples.len() / 2], samples[samples.len() - 1])
+}
+
+/// Bytes through a node's interface so far (received + sent).
+fn interface_bytes(lab: &Lab, i: usize) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &lab.ns(i), "-j", "-s", "link", "show", "eth0"])
+        .output()
+        .expect("ip");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j");
+    let stats = &json[0]["stats64"];
+    stats["rx"]["bytes"].as_u64().unwrap_or(0) + stats["tx"]["bytes"].as_u64().unwrap_or(0)
+}
+
+fn traffic(size: usize) {
+    let lab = Lab::new(size);
+    let scratch = Scratch::new("bench-traffic");
+    let dirs: Vec<_> = (1..=size)
+        .map(|i| scratch.0.join(format!("n{i}")))
+        .collect();
+    // The bot's Telegram traffic is not control traffic: no server listens at this address, so
+    // the holder's getUpdates is refused at once (a few packets per back-off, up to 30 s apart).
+    let extra = format!("[cluster]\nbot_api = \"http://{}:9\"\n", Lab::SERVICE_ADDR);
+    let mut net = network(&lab, &dirs, &extra);
+    wait_until("n1 holds the lease", || {
+        holder(&net.nodes[0]).as_deref() == Some("n1")
+    });
+    let before: Vec<u64> = (1..=size).map(|i| interface_bytes(&lab, i)).collect();
+    let counted_before: Vec<u64> = net.nodes.iter().map(control_bytes).collect();
+    let start = Instant::now();
+    // The measurement window: the network runs undisturbed (no API calls) meanwhile.
+    std::thread::sleep(TRAFFIC_WINDOW);
+    let seconds = start.elapsed().as_secs_f64();
+    let after: Vec<u64> = (1..=size).map(|i| interface_bytes(&lab, i)).collect();
+    let counted_after: Vec<u64> = net.nodes.iter().map(control_bytes).collect();
+    let per_day = |total: u64| total as f64 / size as f64 / seconds * 86_400.0;
+    let wire: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    let counted: u64 = counted_after
+        .iter()
+        .zip(&counted_before)
+        .map(|(a, b)| a - b)
+        .sum();
+    let busiest = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a - b)
+        .max()
+        .unwrap_or(0);
+    println!(
+        "| Control traffic, {size} nodes, idle ({seconds:.0} s measured) | {:.1} MB per node per day on the wire (envelopes alone {:.1} MB); busiest node (the lease holder) {:.1} MB/day | — | — |",
+        per_day(wire) / 1e6,
+        per_day(counted) / 1e6,
+        busiest as f64 / seconds * 86_400.0 / 1e6
+    );
+    for node in &mut net.nodes {
+        node.kill();
+    }
+}
+
+fn control_bytes(node: &Node) -> u64 {
+    let view = node.nodes();
+    view["control_bytes_sent"].as_u64().unwrap_or(0)
+        + view["control_bytes_received"].as_u64().unwrap_or(0)
+}
