@@ -19,7 +19,7 @@ const TOKEN: &str = "123456:bench-bot";
 const FAILOVER_RUNS: usize = 20;
 const TRAFFIC_WINDOW: Duration = Duration::from_secs(60);
 
-/// `cargo bench -p constella-tests --bench cluster [-- failover|traffic]`.
+/// `cargo bench -p constella-tests --bench cluster [-- failover|traffic|SIZE…]`.
 fn main() {
     let wanted: Vec<String> = std::env::args()
         .skip(1)
@@ -31,8 +31,14 @@ fn main() {
     if run("failover") {
         failover();
     }
-    if run("traffic") {
-        for size in [3, 10, 50] {
+    if run("traffic") || wanted.iter().any(|w| w.parse::<usize>().is_ok()) {
+        let sizes: Vec<usize> = wanted.iter().filter_map(|w| w.parse().ok()).collect();
+        let sizes = if sizes.is_empty() {
+            vec![3, 10, 50]
+        } else {
+            sizes
+        };
+        for size in sizes {
             traffic(size);
         }
     }
@@ -197,7 +203,7 @@ fn traffic(size: usize) {
         .max()
         .unwrap_or(0);
     println!(
-        "| Control traffic, {size} nodes, idle ({seconds:.0} s measured) | {:.1} MB per node per day on the wire (envelopes alone {:.1} MB); busiest node (the lease holder) {:.1} MB/day | — | — |",
+        "| Control traffic, {size} nodes, idle ({seconds:.0} s measured) | {:.1} MB per node per day on the wire (agent's count {:.1} MB); busiest node (the lease holder) {:.1} MB/day | — | — |",
         per_day(wire) / 1e6,
         per_day(counted) / 1e6,
         busiest as f64 / seconds * 86_400.0 / 1e6

@@ -30,6 +30,19 @@ impl Lab {
         let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tag = format!("c{}x{n}", std::process::id() % 100_000);
         let lab = Lab { tag, nodes };
+        // The kernel's ARP table is shared by every namespace; a full mesh of n nodes needs
+        // about n² entries, past the default hard limit (1024) at ~32 nodes.
+        let wanted = (nodes * nodes * 2).max(1024);
+        for (level, value) in [(1, wanted / 8), (2, wanted / 2), (3, wanted)] {
+            let path = format!("/proc/sys/net/ipv4/neigh/default/gc_thresh{level}");
+            let current: usize = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0);
+            if current < value {
+                std::fs::write(&path, value.to_string()).expect("raise the ARP table limit");
+            }
+        }
         let bridge = lab.bridge();
         ip(&["netns", "add", &bridge]);
         ip(&["-n", &bridge, "link", "add", "br0", "type", "bridge"]);

@@ -34,7 +34,7 @@ impl Default for LeaseConfig {
     fn default() -> Self {
         LeaseConfig {
             duration: Duration::from_millis(3000),
-            renew_every: Duration::from_millis(750),
+            renew_every: Duration::from_millis(1000),
             guard: Duration::from_millis(300),
         }
     }
@@ -134,6 +134,8 @@ enum Role {
     Claiming {
         epoch: u64,
         sent_at: Instant,
+        /// When to give this claim up and, if still the leader, claim again.
+        retry_at: Instant,
         grants: BTreeSet<NodeId>,
     },
     Holding {
@@ -278,6 +280,7 @@ impl Lease {
             Role::Claiming {
                 epoch,
                 sent_at,
+                retry_at,
                 grants,
             } if vote.epoch == *epoch && vote.round == 0 => {
                 if vote.granted {
@@ -288,6 +291,11 @@ impl Lease {
                     }
                 } else if vote.known_epoch >= *epoch {
                     self.role = Role::Idle;
+                } else {
+                    // Refused over a promise to the old holder that is about to end (members'
+                    // promises end within moments of each other): try again soon, not after a
+                    // whole renewal period.
+                    *retry_at = (*retry_at).min(now + self.config.guard);
                 }
             }
             Role::Holding {
@@ -357,8 +365,8 @@ impl Lease {
                     }));
                 }
             }
-            Role::Claiming { sent_at, .. } => {
-                if now >= *sent_at + self.config.renew_every {
+            Role::Claiming { retry_at, .. } => {
+                if now >= *retry_at {
                     self.role = Role::Idle;
                 }
             }
@@ -382,7 +390,7 @@ impl Lease {
                 next_renew,
                 ..
             } => (*valid_until).min(*next_renew),
-            Role::Claiming { sent_at, .. } => *sent_at + self.config.renew_every,
+            Role::Claiming { retry_at, .. } => *retry_at,
             Role::Idle => promise
                 .max(self.claim_after)
                 .max(self.fenced_until.unwrap_or(promise)),
@@ -406,6 +414,7 @@ impl Lease {
         self.role = Role::Claiming {
             epoch,
             sent_at: now,
+            retry_at: now + self.config.renew_every,
             grants,
         };
         if self.quorum <= 1 {

@@ -63,7 +63,7 @@ impl Settings {
         self.timing.probe_rtt = probe_period * 2 / 5;
         self.timing.suspect_after = down_after;
         self.lease.duration = lease;
-        self.lease.renew_every = lease / 4;
+        self.lease.renew_every = lease / 3;
         self.lease.guard = lease / 10;
         Ok(())
     }
@@ -238,7 +238,8 @@ const RESERVE: u64 = 1 << 32;
 /// A peer heard from this recently counts as alive even before the membership layer agrees.
 const HEARD_FOR: Duration = Duration::from_millis(2500);
 const PERSIST_DEBOUNCE: Duration = Duration::from_secs(2);
-const SYNC_EVERY: Duration = Duration::from_secs(2);
+/// Anti-entropy is the backstop: joins, invites and removals are pushed to everyone at once.
+const SYNC_EVERY: Duration = Duration::from_secs(5);
 const EXCHANGE_TIMEOUT: Duration = Duration::from_millis(1500);
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -376,12 +377,17 @@ impl Node {
                         None
                     }
                 };
-                if let Some(Served::Now(header, response)) = answer {
-                    let _ = reply.send(Some(self.answer(header, response)));
-                } else if let Some(Served::Later(header, call)) = answer {
-                    self.spawn_call(header, call, reply);
-                } else {
-                    let _ = reply.send(None);
+                match answer {
+                    Some(Served::Now(header, response)) => {
+                        let _ = reply.send(Some(self.answer(header, response)));
+                    }
+                    Some(Served::Later(header, call)) => self.spawn_call(header, call, reply),
+                    Some(Served::Silent) => {
+                        let _ = reply.send(Some(Vec::new()));
+                    }
+                    None => {
+                        let _ = reply.send(None);
+                    }
                 }
             }
             Event::Join { bytes, reply } => {
@@ -466,9 +472,11 @@ impl Node {
     fn serve(&mut self, header: Header, request: Request, now: Instant) -> Option<Served> {
         let response = match request {
             Request::Gossip(bytes) => {
+                // SWIM answers with messages of its own (ack for ping), so the exchange itself
+                // needs no signed reply: that halves the envelopes membership costs.
                 self.membership.handle_data(&bytes, now);
                 self.flush_membership();
-                Response::Ack
+                return Some(Served::Silent);
             }
             Request::Sync { digest, shared } => {
                 if let Some(shared) = shared {
@@ -622,8 +630,18 @@ impl Node {
 
     fn flush_membership(&mut self) {
         while let Some((to, bytes)) = self.membership.poll_transmit() {
-            if self.state.peers.0.contains_key(&to) && !self.state.removed.contains(&to) {
-                self.send_and_feed(to, Request::Gossip(bytes));
+            if !self.state.removed.contains(&to)
+                && let Some(peer) = self.state.peers.0.get(&to)
+            {
+                let (_, envelope) = self.signer.seal(to, &wire::encode(&Request::Gossip(bytes)));
+                let send =
+                    self.transport
+                        .exchange(&peer.addr, MESSAGE_PATH, envelope, EXCHANGE_TIMEOUT);
+                tokio::spawn(async move {
+                    if let Err(e) = send.await {
+                        tracing::trace!(to = ?to, error = %e, "gossip not delivered");
+                    }
+                });
             }
         }
         while let Some(change) = self.membership.poll_change() {
@@ -1018,6 +1036,8 @@ impl Node {
 enum Served {
     Now(Header, Response),
     Later(Header, Call),
+    /// One-way: the HTTP answer carries no envelope.
+    Silent,
 }
 
 struct Expect {
