@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use constella_tests::lab::{Lab, Node};
+use constella_tests::lab::{Lab, Node, start_network};
 use constella_tests::telegram::FakeTelegram;
 use constella_tests::{Scratch, wait_until};
 
@@ -21,13 +21,8 @@ const TRAFFIC_WINDOW: Duration = Duration::from_secs(60);
 
 /// `cargo bench -p constella-tests --bench cluster [-- failover|traffic|SIZE…]`.
 fn main() {
-    let wanted: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let wanted = constella_tests::bench_parts();
     let run = |part: &str| wanted.is_empty() || wanted.iter().any(|w| w == part);
-    println!("\n| benchmark | result | alternative | ratio |");
-    println!("|---|---|---|---|");
     if run("failover") {
         failover();
     }
@@ -44,38 +39,11 @@ fn main() {
     }
 }
 
-/// A network of `size` nodes, all able to host the bot, priorities in order; node 1 leads.
-struct Network<'a> {
-    nodes: Vec<Node<'a>>,
-}
-
-fn network<'a>(lab: &'a Lab, dirs: &'a [std::path::PathBuf], extra: &str) -> Network<'a> {
-    let mut nodes: Vec<Node<'a>> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, dir)| {
-            let name: &'static str = Box::leak(format!("n{}", i + 1).into_boxed_str());
-            Node::new(lab, i + 1, name, dir, extra)
-        })
-        .collect();
-    let (ok, out) = nodes[0].init("@farm_owner", Some(TOKEN), 1);
-    assert!(ok, "{out}");
-    nodes[0].start();
-    for i in 1..nodes.len() {
-        let link = nodes[0].invite("15m");
-        let (ok, out) = nodes[i].join(&link, Some(TOKEN), i as u32 + 1);
-        assert!(ok, "{out}");
-        nodes[i].start();
-    }
-    let size = nodes.len();
-    wait_until("every node sees every node alive", || {
-        nodes.iter().all(|n| {
-            n.nodes()["nodes"]
-                .as_array()
-                .is_some_and(|rows| rows.iter().filter(|r| r["status"] == "alive").count() == size)
-        })
-    });
-    Network { nodes }
+/// `n1`, `n2`, …: node names for a network of `size`.
+fn names(size: usize) -> Vec<&'static str> {
+    (1..=size)
+        .map(|i| &*Box::leak(format!("n{i}").into_boxed_str()))
+        .collect()
 }
 
 fn holder(node: &Node) -> Option<String> {
@@ -98,19 +66,18 @@ fn failover() {
     let scratch = Scratch::new("bench-failover");
     let dirs: Vec<_> = (1..=3).map(|i| scratch.0.join(format!("n{i}"))).collect();
     let extra = format!("[cluster]\nbot_api = \"{}\"\n", telegram.url());
-    let mut net = network(&lab, &dirs, &extra);
+    let mut nodes = start_network(&lab, &dirs, &names(3), &extra, Some(TOKEN));
     let mut to_holder = Vec::new();
     let mut to_polling = Vec::new();
     for run in 0..FAILOVER_RUNS {
         wait_until("n1 holds the lease and the bot polls", || {
-            holder(&net.nodes[1]).as_deref() == Some("n1")
-                && net.nodes[0].nodes()["bot_running"] == true
+            holder(&nodes[1]).as_deref() == Some("n1") && nodes[0].nodes()["bot_running"] == true
         });
         let killed_wall = SystemTime::now();
         let killed = Instant::now();
-        net.nodes[0].kill();
+        nodes[0].kill();
         wait_until("n2 takes the lease", || {
-            took_lease_at(&net.nodes[1], killed_wall).is_some()
+            took_lease_at(&nodes[1], killed_wall).is_some()
         });
         let n2: IpAddr = lab.addr(2).parse().expect("ip");
         wait_until("n2 polls Telegram", || {
@@ -119,7 +86,7 @@ fn failover() {
                 .iter()
                 .any(|p| p.from == n2 && p.at > killed)
         });
-        let took = took_lease_at(&net.nodes[1], killed_wall)
+        let took = took_lease_at(&nodes[1], killed_wall)
             .and_then(|at| at.duration_since(killed_wall).ok())
             .expect("lease time");
         let polled = telegram
@@ -131,7 +98,7 @@ fn failover() {
         eprintln!("run {run}: holder {took:?}, polling {polled:?}");
         to_holder.push(took);
         to_polling.push(polled);
-        net.nodes[0].start();
+        nodes[0].start();
     }
     let (h_med, h_max) = median_max(&mut to_holder);
     let (p_med, p_max) = median_max(&mut to_polling);
@@ -147,7 +114,7 @@ fn failover() {
         p_max.as_secs_f64(),
         15.0 / p_med.as_secs_f64()
     );
-    for node in &mut net.nodes {
+    for node in &mut nodes {
         node.kill();
     }
 }
@@ -177,18 +144,18 @@ fn traffic(size: usize) {
     // The bot's Telegram traffic is not control traffic: no server listens at this address, so
     // the holder's getUpdates is refused at once (a few packets per back-off, up to 30 s apart).
     let extra = format!("[cluster]\nbot_api = \"http://{}:9\"\n", Lab::SERVICE_ADDR);
-    let mut net = network(&lab, &dirs, &extra);
+    let mut nodes = start_network(&lab, &dirs, &names(size), &extra, Some(TOKEN));
     wait_until("n1 holds the lease", || {
-        holder(&net.nodes[0]).as_deref() == Some("n1")
+        holder(&nodes[0]).as_deref() == Some("n1")
     });
     let before: Vec<u64> = (1..=size).map(|i| interface_bytes(&lab, i)).collect();
-    let counted_before: Vec<u64> = net.nodes.iter().map(control_bytes).collect();
+    let counted_before: Vec<u64> = nodes.iter().map(control_bytes).collect();
     let start = Instant::now();
     // The measurement window: the network runs undisturbed (no API calls) meanwhile.
     std::thread::sleep(TRAFFIC_WINDOW);
     let seconds = start.elapsed().as_secs_f64();
     let after: Vec<u64> = (1..=size).map(|i| interface_bytes(&lab, i)).collect();
-    let counted_after: Vec<u64> = net.nodes.iter().map(control_bytes).collect();
+    let counted_after: Vec<u64> = nodes.iter().map(control_bytes).collect();
     let per_day = |total: u64| total as f64 / size as f64 / seconds * 86_400.0;
     let wire: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
     let counted: u64 = counted_after
@@ -208,7 +175,7 @@ fn traffic(size: usize) {
         per_day(counted) / 1e6,
         busiest as f64 / seconds * 86_400.0 / 1e6
     );
-    for node in &mut net.nodes {
+    for node in &mut nodes {
         node.kill();
     }
 }

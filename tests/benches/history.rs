@@ -15,13 +15,8 @@ const UNITS: u8 = 32;
 /// `cargo bench -p constella-tests --bench history [-- telemetry|disk|query …]` runs all parts,
 /// or the named ones. Each row is printed as soon as it is measured.
 fn main() {
-    let wanted: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let wanted = constella_tests::bench_parts();
     let run = |part: &str| wanted.is_empty() || wanted.iter().any(|w| w == part);
-    println!("\n| benchmark | result | alternative | ratio |");
-    println!("|---|---|---|---|");
     if run("telemetry") {
         let t = telemetry_cost();
         println!(

@@ -220,42 +220,26 @@ impl<'a> Node<'a> {
 
     /// `constella init` for this node as the network's first member.
     pub fn init(&self, owner: &str, bot_token: Option<&str>, priority: u32) -> (bool, String) {
-        let (addr, state, priority) = (self.public_addr(), self.state(), priority.to_string());
-        let mut args = vec![
-            "init",
-            "--name",
-            self.name,
-            "--public-addr",
-            &addr,
-            "--owner",
-            owner,
-            "--priority",
-            &priority,
-            "--state-dir",
-            &state,
-        ];
-        if let Some(token) = bot_token {
-            args.extend(["--bot-token", token]);
-        }
-        self.command(&args)
+        self.enroll("init", ["--owner", owner], bot_token, priority)
     }
 
     /// `constella join` through `link`.
     pub fn join(&self, link: &str, bot_token: Option<&str>, priority: u32) -> (bool, String) {
+        self.enroll("join", ["--join", link], bot_token, priority)
+    }
+
+    /// `init` or `join` with this node's name, address and state directory.
+    fn enroll(
+        &self,
+        verb: &str,
+        extra: [&str; 2],
+        bot_token: Option<&str>,
+        priority: u32,
+    ) -> (bool, String) {
         let (addr, state, priority) = (self.public_addr(), self.state(), priority.to_string());
-        let mut args = vec![
-            "join",
-            "--name",
-            self.name,
-            "--join",
-            link,
-            "--public-addr",
-            &addr,
-            "--priority",
-            &priority,
-            "--state-dir",
-            &state,
-        ];
+        let mut args = vec![verb, "--name", self.name, "--public-addr", &addr];
+        args.extend(extra);
+        args.extend(["--priority", &priority, "--state-dir", &state]);
         if let Some(token) = bot_token {
             args.extend(["--bot-token", token]);
         }
@@ -316,4 +300,40 @@ impl<'a> Node<'a> {
         assert!(ok, "invite failed: {out}");
         out.trim().to_string()
     }
+}
+
+/// A running network in `lab`: node `i` is named `names[i]`, has priority `i + 1` and, where
+/// `bot_token` is given, can host the bot; the first inits, the others join with an invite from
+/// it. Returns once every node sees every node alive.
+pub fn start_network<'a>(
+    lab: &'a Lab,
+    dirs: &'a [std::path::PathBuf],
+    names: &[&'static str],
+    extra_config: &str,
+    bot_token: Option<&str>,
+) -> Vec<Node<'a>> {
+    let mut nodes: Vec<Node<'a>> = dirs
+        .iter()
+        .zip(names)
+        .enumerate()
+        .map(|(i, (dir, name))| Node::new(lab, i + 1, name, dir, extra_config))
+        .collect();
+    let (ok, out) = nodes[0].init("@farm_owner", bot_token, 1);
+    assert!(ok, "{out}");
+    nodes[0].start();
+    for i in 1..nodes.len() {
+        let link = nodes[0].invite("15m");
+        let (ok, out) = nodes[i].join(&link, bot_token, i as u32 + 1);
+        assert!(ok, "{out}");
+        nodes[i].start();
+    }
+    let size = nodes.len();
+    crate::wait_until("every node sees every node alive", || {
+        nodes.iter().all(|n| {
+            n.nodes()["nodes"]
+                .as_array()
+                .is_some_and(|rows| rows.iter().filter(|r| r["status"] == "alive").count() == size)
+        })
+    });
+    nodes
 }

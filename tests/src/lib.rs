@@ -51,6 +51,17 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Starts a bench binary's output: prints the markdown table header and returns the parts asked
+/// for on the command line (none means all).
+pub fn bench_parts() -> Vec<String> {
+    println!("\n| benchmark | result | alternative | ratio |");
+    println!("|---|---|---|---|");
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect()
+}
+
 /// A scratch directory, removed on drop.
 pub struct Scratch(pub PathBuf);
 

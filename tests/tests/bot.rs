@@ -3,9 +3,10 @@
 //! the owner, and answers every update exactly once through partitions, healing and failover;
 //! a second poller on the same token fences it (409).
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use constella_tests::lab::{Lab, Node};
+use constella_tests::lab::{Lab, Node, start_network};
 use constella_tests::telegram::FakeTelegram;
 use constella_tests::{Scratch, wait_until};
 
@@ -31,24 +32,33 @@ fn converse(telegram: &FakeTelegram, mut done: impl FnMut() -> bool) -> Vec<i64>
     }
 }
 
+fn node_dirs(scratch: &Scratch, size: usize) -> Vec<PathBuf> {
+    (1..=size)
+        .map(|i| scratch.0.join(format!("n{i}")))
+        .collect()
+}
+
+/// A network whose nodes all carry the bot's token and reach Telegram at `telegram`.
+fn bot_network<'a>(
+    lab: &'a Lab,
+    telegram: &FakeTelegram,
+    dirs: &'a [PathBuf],
+    names: &[&'static str],
+) -> Vec<Node<'a>> {
+    let extra = format!("[cluster]\nbot_api = \"{}\"\n", telegram.url());
+    start_network(lab, dirs, names, &extra, Some(TOKEN))
+}
+
 #[test]
 fn the_bot_runs_on_the_holder_answers_the_owner_once_and_yields_to_a_409() {
     let lab = Lab::new(3);
     let telegram = FakeTelegram::serve(lab.service_listener(8081), TOKEN);
     let scratch = Scratch::new("bot");
-    let dirs: Vec<_> = (1..=3).map(|i| scratch.0.join(format!("n{i}"))).collect();
-    let extra = format!("[cluster]\nbot_api = \"{}\"\n", telegram.url());
-    let mut alpha = Node::new(&lab, 1, "alpha", &dirs[0], &extra);
-    let mut bravo = Node::new(&lab, 2, "bravo", &dirs[1], &extra);
-    let mut charlie = Node::new(&lab, 3, "charlie", &dirs[2], &extra);
-    let (ok, out) = alpha.init("@farm_owner", Some(TOKEN), 1);
-    assert!(ok, "{out}");
-    alpha.start();
-    for (node, priority) in [(&mut bravo, 2), (&mut charlie, 3)] {
-        let (ok, out) = node.join(&alpha.invite("15m"), Some(TOKEN), priority);
-        assert!(ok, "{out}");
-        node.start();
-    }
+    let dirs = node_dirs(&scratch, 3);
+    let nodes = bot_network(&lab, &telegram, &dirs, &["alpha", "bravo", "charlie"]);
+    let Ok([mut alpha, mut bravo, mut charlie]) = <[Node; 3]>::try_from(nodes) else {
+        panic!("three nodes")
+    };
     for node in [&alpha, &bravo, &charlie] {
         wait_until(&format!("{} sees alpha hold the lease", node.name), || {
             holder(node).as_deref() == Some("alpha")
@@ -164,16 +174,11 @@ fn a_two_node_partition_is_fenced_by_telegram() {
     let lab = Lab::new(2);
     let telegram = FakeTelegram::serve(lab.service_listener(8081), TOKEN);
     let scratch = Scratch::new("bot-pair");
-    let dirs: Vec<_> = (1..=2).map(|i| scratch.0.join(format!("n{i}"))).collect();
-    let extra = format!("[cluster]\nbot_api = \"{}\"\n", telegram.url());
-    let mut alpha = Node::new(&lab, 1, "alpha", &dirs[0], &extra);
-    let mut bravo = Node::new(&lab, 2, "bravo", &dirs[1], &extra);
-    let (ok, out) = alpha.init("@farm_owner", Some(TOKEN), 1);
-    assert!(ok, "{out}");
-    alpha.start();
-    let (ok, out) = bravo.join(&alpha.invite("15m"), Some(TOKEN), 2);
-    assert!(ok, "{out}");
-    bravo.start();
+    let dirs = node_dirs(&scratch, 2);
+    let nodes = bot_network(&lab, &telegram, &dirs, &["alpha", "bravo"]);
+    let Ok([mut alpha, mut bravo]) = <[Node; 2]>::try_from(nodes) else {
+        panic!("two nodes")
+    };
     wait_until("bravo sees alpha hold the lease", || {
         holder(&bravo).as_deref() == Some("alpha")
     });

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use constella_tests::lab::{Lab, Node};
+use constella_tests::lab::{Lab, Node, start_network};
 use constella_tests::{Scratch, wait_until};
 use serde_json::Value;
 
@@ -264,24 +264,7 @@ fn a_hung_peer_does_not_flap_the_others_and_forged_or_replayed_messages_are_refu
     let scratch = Scratch::new("cluster-hung");
     let dirs: Vec<_> = (1..=4).map(|i| scratch.0.join(format!("n{i}"))).collect();
     let names = ["alpha", "bravo", "charlie", "delta"];
-    let mut nodes: Vec<Node> = (0..4)
-        .map(|i| Node::new(&lab, i + 1, names[i], &dirs[i], ""))
-        .collect();
-    let (ok, out) = nodes[0].init("@farm_owner", Some("111:bot"), 1);
-    assert!(ok, "{out}");
-    nodes[0].start();
-    for i in 1..4 {
-        let link = nodes[0].invite("15m");
-        let (ok, out) = nodes[i].join(&link, Some("111:bot"), i as u32 + 1);
-        assert!(ok, "{out}");
-        nodes[i].start();
-    }
-    for node in &nodes {
-        wait_until(&format!("{} sees all four alive", node.name), || {
-            alive_names(&node.nodes()) == names
-        });
-    }
-
+    let mut nodes = start_network(&lab, &dirs, &names, "", Some("111:bot"));
     wait_until("every node knows alpha's lease", || {
         let views: Vec<_> = nodes.iter().map(|n| holder(&n.nodes())).collect();
         views[0].as_ref().is_some_and(|(h, _)| h == "alpha") && views.iter().all(|v| *v == views[0])
