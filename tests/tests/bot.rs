@@ -135,8 +135,9 @@ fn the_bot_runs_on_the_holder_answers_the_owner_once_and_yields_to_a_409() {
         assert_eq!(
             replies.len(),
             1,
-            "message {id} answered {} times",
-            replies.len()
+            "message {id} answered {} times: {replies:?}\npolls: {:?}",
+            replies.len(),
+            telegram.polls()
         );
     }
     let terminated = telegram.polls().iter().filter(|p| p.terminated).count();
@@ -213,8 +214,9 @@ fn a_two_node_partition_is_fenced_by_telegram() {
         assert_eq!(
             replies.len(),
             1,
-            "message {id} answered {} times",
-            replies.len()
+            "message {id} answered {} times: {replies:?}\npolls: {:?}",
+            replies.len(),
+            telegram.polls()
         );
     }
     alpha.kill();

@@ -260,11 +260,11 @@ fn post_envelope(node: &Node, addr: &str, bytes: &[u8]) -> u16 {
 
 #[test]
 fn a_hung_peer_does_not_flap_the_others_and_forged_or_replayed_messages_are_refused() {
-    let lab = Lab::new(4);
+    let lab = Lab::new(6);
     let scratch = Scratch::new("cluster-hung");
-    let dirs: Vec<_> = (1..=4).map(|i| scratch.0.join(format!("n{i}"))).collect();
+    let dirs: Vec<_> = (1..=6).map(|i| scratch.0.join(format!("n{i}"))).collect();
     let names = ["alpha", "bravo", "charlie", "delta"];
-    let mut nodes = start_network(&lab, &dirs, &names, "", Some("111:bot"));
+    let mut nodes = start_network(&lab, &dirs[..4], &names, "", Some("111:bot"));
     wait_until("every node knows alpha's lease", || {
         let views: Vec<_> = nodes.iter().map(|n| holder(&n.nodes())).collect();
         views[0].as_ref().is_some_and(|(h, _)| h == "alpha") && views.iter().all(|v| *v == views[0])
@@ -361,6 +361,42 @@ fn a_hung_peer_does_not_flap_the_others_and_forged_or_replayed_messages_are_refu
         log.contains(&format!("replayed or too old (counter {counter})")),
         "{log}"
     );
+
+    // Two joiners race with one token at two different nodes: exactly one gets in.
+    nodes[3].kill();
+    let (ok, out) = nodes[0].command(&["peers", "remove", "delta", "--config", &nodes[0].config()]);
+    assert!(ok, "{out}");
+    for node in &nodes[..3] {
+        wait_until(&format!("{} forgets delta", node.name), || {
+            node.nodes()["nodes"].as_array().map(Vec::len) == Some(3)
+        });
+    }
+    let link = nodes[0].invite("15m");
+    wait_until("bravo knows the new invite", || {
+        state_json(&nodes[1], "network_state.json")["invites"]
+            .as_object()
+            .is_some_and(|all| all.values().any(|i| i["used_by"].is_null()))
+    });
+    let via_bravo = link.replace(&nodes[0].public_addr(), &nodes[1].public_addr());
+    let echo = Node::new(&lab, 5, "echo", &dirs[4], "");
+    let foxtrot = Node::new(&lab, 6, "foxtrot", &dirs[5], "");
+    let results: Vec<(bool, String)> = std::thread::scope(|scope| {
+        let runs = [
+            scope.spawn(|| {
+                let echo = echo;
+                echo.join(&link, None, 5)
+            }),
+            scope.spawn(|| {
+                let foxtrot = foxtrot;
+                foxtrot.join(&via_bravo, None, 6)
+            }),
+        ];
+        runs.map(|r| r.join().expect("join thread")).into()
+    });
+    let admitted = results.iter().filter(|r| r.0).count();
+    assert_eq!(admitted, 1, "{results:?}");
+    let loser = results.iter().find(|r| !r.0).expect("one refused");
+    assert!(loser.1.contains("already used"), "{}", loser.1);
     for node in &mut nodes {
         node.kill();
     }

@@ -24,6 +24,10 @@ use commands::BotCommand;
 
 /// How long one `getUpdates` waits for news when there is nothing to confirm.
 const LONG_POLL_SECS: u32 = 10;
+/// How long a newly started bot leaves its first batch alone. Another poller still running
+/// (the other side of a two-node partition) may have received the same updates and be about to
+/// confirm them: it does so within milliseconds, after which Telegram no longer returns them.
+const FIRST_BATCH_GRACE: Duration = Duration::from_secs(1);
 /// Back-off bounds for network errors and a refused token.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -66,6 +70,7 @@ pub(crate) async fn run(
     let bot = Bot::with_client(setup.token.clone(), client).set_api_url(setup.api_url.clone());
     let mut pending: Vec<Update> = Vec::new();
     let mut retry = RETRY_MIN;
+    let mut first_call = true;
     tracing::info!(offset, "bot polling Telegram");
     loop {
         let mut request = bot
@@ -79,12 +84,29 @@ pub(crate) async fn run(
         if offset > 0 {
             request = request.offset(i32::try_from(offset).unwrap_or(i32::MAX));
         }
-        let answer = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return Exit::Stopped,
-            answer = request.send() => answer,
+        if *stop.borrow() {
+            // Whatever is pending is unconfirmed: the next holder receives it.
+            return Exit::Stopped;
+        }
+        let answer = if pending.is_empty() {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return Exit::Stopped,
+                answer = request.send() => answer,
+            }
+        } else {
+            // A confirming call returns at once; abandoning it midway could leave a batch
+            // confirmed to us at Telegram and then dropped, lost to everyone.
+            request.send().await
         };
         match answer {
+            Ok(updates) if std::mem::take(&mut first_call) && !updates.is_empty() => {
+                // Not ours yet: ask again after the grace; what is still there is unclaimed.
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return Exit::Stopped,
+                    () = tokio::time::sleep(FIRST_BATCH_GRACE) => {}
+                }
+            }
             Ok(updates) => {
                 retry = RETRY_MIN;
                 // This call confirmed `pending` to us: nobody else can receive it now.

@@ -88,7 +88,14 @@ impl Shared {
                 .invites
                 .entry(id.clone())
                 .or_insert_with(|| invite.clone());
-            if entry.used_by.is_none() {
+            // Two redemptions of one invite resolve the same way everywhere (the smaller name),
+            // so the states still converge.
+            let replace = match (&entry.used_by, &invite.used_by) {
+                (None, Some(_)) => true,
+                (Some(mine), Some(theirs)) => theirs < mine,
+                _ => false,
+            };
+            if replace {
                 entry.used_by.clone_from(&invite.used_by);
             }
         }

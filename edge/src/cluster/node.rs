@@ -136,6 +136,12 @@ pub(crate) enum Event {
         bytes: Vec<u8>,
         reply: oneshot::Sender<Vec<u8>>,
     },
+    /// The members' answers to a redemption this node asked them to confirm.
+    JoinConfirmed {
+        pending: PendingJoin,
+        granted: usize,
+        refused: usize,
+    },
     /// A verified answer from a peer to one of our requests.
     Answer {
         from: NodeId,
@@ -390,10 +396,12 @@ impl Node {
                     }
                 }
             }
-            Event::Join { bytes, reply } => {
-                let answer = self.join(&bytes);
-                let _ = reply.send(wire::encode(&answer));
-            }
+            Event::Join { bytes, reply } => self.join(&bytes, reply),
+            Event::JoinConfirmed {
+                pending,
+                granted,
+                refused,
+            } => self.finish_join(pending, granted, refused),
             Event::Answer { from, response } => match response {
                 Response::Vote(vote) => {
                     self.lease.handle_vote(from, vote, now);
@@ -405,7 +413,7 @@ impl Node {
                         self.merge(&shared);
                     }
                 }
-                Response::Ack | Response::Call { .. } => {}
+                Response::Ack | Response::Call { .. } | Response::Consumed(_) => {}
             },
             Event::Command(command) => self.command(command),
             Event::Bot(BotEvent::Offset { epoch, offset }) => {
@@ -505,6 +513,9 @@ impl Node {
                 self.lease.handle_release(header.from, epoch, offset, now);
                 self.flush_lease();
                 Response::Ack
+            }
+            Request::Consume { invite_id, name } => {
+                Response::Consumed(self.consume(&invite_id, &name))
             }
             Request::Call(call) => {
                 if call.mutates() {
@@ -925,78 +936,135 @@ impl Node {
     }
 
     /// Serves a join request (see `invite` for the handshake).
-    fn join(&mut self, bytes: &[u8]) -> JoinReply {
-        let refuse = |r: Refusal| {
-            tracing::warn!(reason = %r, "refused a join");
-            JoinReply::Refused(r)
+    /// Checks a join request. An invite is redeemed only once a quorum of members (as for the
+    /// lease) has recorded it as used by this joiner, so two joiners racing with one token at two
+    /// nodes cannot both get in; the answer waits for that confirmation.
+    fn join(&mut self, bytes: &[u8], reply: oneshot::Sender<Vec<u8>>) {
+        let checked = match self.check_join(bytes) {
+            Ok(checked) => checked,
+            Err(refusal) => return refuse_join(reply, refusal),
         };
-        let Some(request) = wire::decode::<JoinRequest>(bytes) else {
-            return refuse(Refusal::UnknownToken);
-        };
-        if request.network != self.signer.network.0 {
-            return refuse(Refusal::WrongNetwork);
+        let pending = PendingJoin { checked, reply };
+        let quorum = self.join_quorum();
+        if pending.checked.admitted || quorum <= 1 {
+            return self.finish_join(pending, quorum, 0);
         }
-        let Some(record) = self.state.invites.get(&request.invite_id).cloned() else {
-            return refuse(Refusal::UnknownToken);
-        };
-        let Some(key) = invite::open(&self.secrets.network_key, &record.sealed_key)
+        let (invite_id, name) = (
+            pending.checked.invite_id.clone(),
+            pending.checked.hello.name.clone(),
+        );
+        let mut shared = self.state.shared();
+        if let Some(invite) = shared.invites.get_mut(&invite_id) {
+            invite.used_by = Some(name.clone());
+        }
+        self.state.set_shared(shared);
+        self.persist();
+        let request = Request::Consume { invite_id, name };
+        let mut asks = tokio::task::JoinSet::new();
+        for id in self.others().collect::<Vec<_>>() {
+            if let Some(peer) = self.state.peers.0.get(&id) {
+                asks.spawn(self.exchange(id, peer, &request, EXCHANGE_TIMEOUT));
+            }
+        }
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let (mut granted, mut refused) = (1, 0);
+            while let Some(answer) = asks.join_next().await {
+                match answer {
+                    Ok(Ok(Response::Consumed(true))) => granted += 1,
+                    Ok(Ok(Response::Consumed(false))) => refused += 1,
+                    _ => {}
+                }
+            }
+            let decided = Event::JoinConfirmed {
+                pending,
+                granted,
+                refused,
+            };
+            let _ = events.send(decided).await;
+        });
+    }
+
+    /// Members needed to confirm a redemption: a majority, or one in networks of one or two.
+    fn join_quorum(&self) -> usize {
+        let members = self.state.peers.0.len();
+        if members <= 2 { 1 } else { members / 2 + 1 }
+    }
+
+    /// Everything about a join request that needs no other node: token, network, name, key.
+    fn check_join(&self, bytes: &[u8]) -> Result<CheckedJoin, Refusal> {
+        let request = wire::decode::<JoinRequest>(bytes).ok_or(Refusal::UnknownToken)?;
+        if request.network != self.signer.network.0 {
+            return Err(Refusal::WrongNetwork);
+        }
+        let record = self
+            .state
+            .invites
+            .get(&request.invite_id)
+            .cloned()
+            .ok_or(Refusal::UnknownToken)?;
+        let key = invite::open(&self.secrets.network_key, &record.sealed_key)
             .and_then(|k| <[u8; 32]>::try_from(k).ok())
-        else {
-            return refuse(Refusal::UnknownToken);
-        };
+            .ok_or(Refusal::UnknownToken)?;
         let hello = invite::open(
             &invite::request_key(&key, &request.ephemeral),
             &request.sealed,
         )
-        .and_then(|plain| wire::decode::<Hello>(&plain));
-        let Some(hello) = hello else {
-            return refuse(Refusal::UnknownToken);
-        };
+        .and_then(|plain| wire::decode::<Hello>(&plain))
+        .ok_or(Refusal::UnknownToken)?;
         let id = NodeId::of(&hello.public_key);
         let shared = self.state.shared();
-        let same_joiner = |s: &Shared| s.peers.get(&id).is_some_and(|p| p.name == hello.name);
-        if let Some(used_by) = &record.used_by {
-            // The joiner's earlier attempt succeeded but its answer was lost: answer again.
-            if !(used_by == &hello.name && same_joiner(&shared)) {
-                return refuse(Refusal::UsedToken);
-            }
-        } else {
-            if record.expires_at <= unix_now() {
-                return refuse(Refusal::ExpiredToken);
-            }
+        let admitted = shared.peers.get(&id).is_some_and(|p| p.name == hello.name);
+        match &record.used_by {
+            // The joiner's earlier attempt succeeded but its answer was lost: answer again. Or
+            // its confirmation is still open here: try it again.
+            Some(used_by) if *used_by == hello.name => {}
+            Some(_) => return Err(Refusal::UsedToken),
+            None if record.expires_at <= unix_now() => return Err(Refusal::ExpiredToken),
+            None => {}
+        }
+        if !admitted {
             if shared.removed.contains(&id) {
-                return refuse(Refusal::RemovedKey);
+                return Err(Refusal::RemovedKey);
             }
             if shared.peer_by_name(&hello.name).is_some() || shared.peers.contains_key(&id) {
-                return refuse(Refusal::DuplicateName(hello.name));
+                return Err(Refusal::DuplicateName(hello.name));
             }
-            let mut shared = shared;
-            shared.peers.insert(
-                id,
-                PeerInfo {
-                    name: hello.name.clone(),
-                    addr: hello.addr.clone(),
-                    public_key: hello.public_key,
-                    priority: hello.priority,
-                    bot: hello.bot,
-                },
-            );
-            if let Some(invite) = shared.invites.get_mut(&request.invite_id) {
-                invite.used_by = Some(hello.name.clone());
+        }
+        Ok(CheckedJoin {
+            invite_id: request.invite_id,
+            hello,
+            id,
+            key,
+            ephemeral: request.ephemeral,
+            admitted,
+        })
+    }
+
+    /// Admits the joiner if `granted` members confirmed the redemption, and answers it.
+    fn finish_join(&mut self, pending: PendingJoin, granted: usize, refused: usize) {
+        let PendingJoin { checked, reply } = pending;
+        let shared = self.state.shared();
+        let admitted = shared
+            .peers
+            .get(&checked.id)
+            .is_some_and(|p| p.name == checked.hello.name);
+        if !admitted {
+            if granted < self.join_quorum() {
+                let refusal = if refused > 0 {
+                    Refusal::UsedToken
+                } else {
+                    Refusal::NotConfirmed
+                };
+                return refuse_join(reply, refusal);
             }
-            self.state.set_shared(shared);
-            self.state.peers.1.insert(
-                id,
-                Seen {
-                    status: "joining".into(),
-                    last_seen: Some(unix_now()),
-                },
-            );
-            self.persist();
-            self.push_all();
-            self.membership.announce(id, Instant::now());
-            self.flush_membership();
-            tracing::info!(peer = %hello.name, "a node joined");
+            // Another joiner may have taken the name while the confirmation was out.
+            if shared.peer_by_name(&checked.hello.name).is_some()
+                || shared.peers.contains_key(&checked.id)
+            {
+                return refuse_join(reply, Refusal::DuplicateName(checked.hello.name));
+            }
+            self.admit(&checked);
         }
         let welcome = Welcome {
             network_id: self.signer.network.0,
@@ -1007,14 +1075,66 @@ impl Node {
         };
         let ephemeral = x25519_dalek::StaticSecret::random_from_rng(rand_core_compat());
         let shared_secret =
-            ephemeral.diffie_hellman(&x25519_dalek::PublicKey::from(request.ephemeral));
-        JoinReply::Welcome {
+            ephemeral.diffie_hellman(&x25519_dalek::PublicKey::from(checked.ephemeral));
+        let answer = JoinReply::Welcome {
             ephemeral: x25519_dalek::PublicKey::from(&ephemeral).to_bytes(),
             sealed: invite::seal(
-                &invite::reply_key(&key, shared_secret.as_bytes()),
+                &invite::reply_key(&checked.key, shared_secret.as_bytes()),
                 &wire::encode(&welcome),
             ),
+        };
+        let _ = reply.send(wire::encode(&answer));
+    }
+
+    fn admit(&mut self, checked: &CheckedJoin) {
+        let hello = &checked.hello;
+        let mut shared = self.state.shared();
+        shared.peers.insert(
+            checked.id,
+            PeerInfo {
+                name: hello.name.clone(),
+                addr: hello.addr.clone(),
+                public_key: hello.public_key,
+                priority: hello.priority,
+                bot: hello.bot,
+            },
+        );
+        if let Some(invite) = shared.invites.get_mut(&checked.invite_id) {
+            invite.used_by = Some(hello.name.clone());
         }
+        self.state.set_shared(shared);
+        self.state.peers.1.insert(
+            checked.id,
+            Seen {
+                status: "joining".into(),
+                last_seen: Some(unix_now()),
+            },
+        );
+        self.persist();
+        self.push_all();
+        self.membership.announce(checked.id, Instant::now());
+        self.flush_membership();
+        tracing::info!(peer = %hello.name, "a node joined");
+    }
+
+    /// A member asks us to record an invite as redeemed by `name`.
+    fn consume(&mut self, invite_id: &str, name: &str) -> bool {
+        let mut shared = self.state.shared();
+        let granted = match shared.invites.get_mut(invite_id) {
+            Some(invite) => match &invite.used_by {
+                None => {
+                    invite.used_by = Some(name.to_string());
+                    true
+                }
+                Some(used_by) => used_by == name,
+            },
+            // Not known here yet: we cannot vouch that nobody else redeemed it.
+            None => false,
+        };
+        self.state.set_shared(shared);
+        // On disk before the answer, so a restart cannot confirm a second joiner.
+        self.persist();
+        granted
     }
 
     fn persist(&mut self) {
@@ -1031,6 +1151,28 @@ impl Node {
         }
         self.next_persist = Instant::now() + PERSIST_DEBOUNCE;
     }
+}
+
+/// A join request that passed every local check.
+pub(crate) struct CheckedJoin {
+    invite_id: String,
+    hello: Hello,
+    id: NodeId,
+    key: [u8; 32],
+    ephemeral: [u8; 32],
+    /// The joiner is already a member (its earlier answer was lost).
+    admitted: bool,
+}
+
+/// A join waiting for the members to confirm its invite.
+pub(crate) struct PendingJoin {
+    checked: CheckedJoin,
+    reply: oneshot::Sender<Vec<u8>>,
+}
+
+fn refuse_join(reply: oneshot::Sender<Vec<u8>>, refusal: Refusal) {
+    tracing::warn!(reason = %refusal, "refused a join");
+    let _ = reply.send(wire::encode(&JoinReply::Refused(refusal)));
 }
 
 enum Served {

@@ -20,6 +20,12 @@ pub(crate) enum Request {
     },
     Lease(lease::Message),
     Call(Call),
+    /// Asks a member to record an invite as redeemed by the joiner `name`, so that no other node
+    /// admits someone else with it.
+    Consume {
+        invite_id: String,
+        name: String,
+    },
 }
 
 /// The answer, sealed by the receiver and bound to the request's counter.
@@ -42,6 +48,8 @@ pub(crate) enum Response {
         status: u16,
         body: Vec<u8>,
     },
+    /// True if the invite is now recorded as redeemed by the asked-for joiner.
+    Consumed(bool),
 }
 
 /// Calls any node can make to any other. Each maps onto one of the target's own API endpoints,
@@ -179,6 +187,8 @@ pub(crate) enum Refusal {
     DuplicateName(String),
     #[error("this node's key was removed from the network")]
     RemovedKey,
+    #[error("the network could not confirm the invite (too few members reachable); try again")]
+    NotConfirmed,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
