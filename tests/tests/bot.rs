@@ -49,6 +49,20 @@ fn bot_network<'a>(
     start_network(lab, dirs, names, &extra, Some(TOKEN))
 }
 
+/// Every message in `ids` got exactly one reply.
+fn assert_answered_once(telegram: &FakeTelegram, ids: impl IntoIterator<Item = i64>) {
+    for id in ids {
+        let replies = telegram.replies_to(id);
+        assert_eq!(
+            replies.len(),
+            1,
+            "message {id} answered {} times: {replies:?}\npolls: {:?}",
+            replies.len(),
+            telegram.polls()
+        );
+    }
+}
+
 #[test]
 fn the_bot_runs_on_the_holder_answers_the_owner_once_and_yields_to_a_409() {
     let lab = Lab::new(3);
@@ -126,20 +140,11 @@ fn the_bot_runs_on_the_holder_answers_the_owner_once_and_yields_to_a_409() {
     eprintln!("holder killed -> bot polling again: {polling_again:?}");
     assert!(polling_again < Duration::from_secs(8), "{polling_again:?}");
 
-    for id in [status, stats]
+    let all = [status, stats]
         .into_iter()
         .chain(conversation)
-        .chain(waiting)
-    {
-        let replies = telegram.replies_to(id);
-        assert_eq!(
-            replies.len(),
-            1,
-            "message {id} answered {} times: {replies:?}\npolls: {:?}",
-            replies.len(),
-            telegram.polls()
-        );
-    }
+        .chain(waiting);
+    assert_answered_once(&telegram, all);
     let terminated = telegram.polls().iter().filter(|p| p.terminated).count();
     assert_eq!(terminated, 0, "no two pollers overlapped");
 
@@ -209,16 +214,7 @@ fn a_two_node_partition_is_fenced_by_telegram() {
         );
     }
     conversation.extend(converse(&telegram, || true));
-    for id in conversation {
-        let replies = telegram.replies_to(id);
-        assert_eq!(
-            replies.len(),
-            1,
-            "message {id} answered {} times: {replies:?}\npolls: {:?}",
-            replies.len(),
-            telegram.polls()
-        );
-    }
+    assert_answered_once(&telegram, conversation);
     alpha.kill();
     bravo.kill();
 }
