@@ -1120,21 +1120,18 @@ impl Node {
     /// A member asks us to record an invite as redeemed by `name`.
     fn consume(&mut self, invite_id: &str, name: &str) -> bool {
         let mut shared = self.state.shared();
-        let granted = match shared.invites.get_mut(invite_id) {
-            Some(invite) => match &invite.used_by {
-                None => {
-                    invite.used_by = Some(name.to_string());
-                    true
-                }
-                Some(used_by) => used_by == name,
-            },
+        match shared.invites.get_mut(invite_id) {
+            Some(invite) if invite.used_by.is_none() => {
+                invite.used_by = Some(name.to_string());
+                self.state.set_shared(shared);
+                // On disk before the answer, so a restart cannot confirm a second joiner.
+                self.persist();
+                true
+            }
+            Some(invite) => invite.used_by.as_deref() == Some(name),
             // Not known here yet: we cannot vouch that nobody else redeemed it.
             None => false,
-        };
-        self.state.set_shared(shared);
-        // On disk before the answer, so a restart cannot confirm a second joiner.
-        self.persist();
-        granted
+        }
     }
 
     fn persist(&mut self) {
