@@ -22,20 +22,42 @@ use serde_json::Value;
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// The `constella` binary, built once per test process with the profile the tests use.
+///
+/// A debug build asks cargo for exactly what `cargo test --workspace` builds (every package, test
+/// targets included), so features unify the same way and the binary reuses that build's artifacts
+/// in the workspace's own target directory: only `main.rs` is compiled and linked. Benchmarks
+/// (release) build the package alone, as a user would.
 pub fn constella() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let build = escargot::CargoBuild::new()
-            .manifest_path(manifest)
-            .package("constella")
-            .bin("constella")
-            .current_release()
-            .current_target()
-            .run()
-            .expect("cargo build of constella");
-        build.path().to_path_buf()
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .arg("build")
+            .arg("--quiet")
+            .arg("--manifest-path")
+            .arg(&manifest);
+        let profile = if cfg!(debug_assertions) {
+            build.args(["--workspace", "--lib", "--bins", "--tests"]);
+            "debug"
+        } else {
+            build.args(["--release", "-p", "constella", "--bin", "constella"]);
+            "release"
+        };
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "cargo build of constella failed");
+        target_dir().join(profile).join("constella")
     })
+}
+
+/// The workspace's target directory: this test executable lives in `TARGET/PROFILE/deps/`.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test executable");
+    exe.ancestors()
+        .nth(3)
+        .expect("the test executable sits in TARGET/PROFILE/deps")
+        .to_path_buf()
 }
 
 /// Waits until `check` returns true, polling every 50 ms; panics with `what` after `PATIENCE`.

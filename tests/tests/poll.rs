@@ -156,7 +156,7 @@ poll_interval = "1s"
 "#,
         pty.b.display()
     ));
-    let snapshot = constella_common::kub1063::fixtures::snapshot('A').expect("A");
+    let snapshot = constella_kub1063::fixtures::snapshot('A').expect("A");
     for id in ["house-1", "house-2"] {
         let words = agent_words(&agent, id);
         for &(addr, expect) in snapshot.words {

@@ -24,8 +24,8 @@ fn root() -> PathBuf {
 fn every_file_has_a_module_doc_and_no_test_is_skipped() {
     let mut files = Vec::new();
     for dir in [
-        "common/src",
-        "edge/src",
+        "common",
+        "edge",
         "tests/src",
         "tests/tests",
         "tests/benches",
@@ -56,12 +56,15 @@ fn the_architecture_map_names_every_agent_module() {
     let map =
         std::fs::read_to_string(root().join("docs/ARCHITECTURE.md")).expect("ARCHITECTURE.md");
     let mut files = Vec::new();
-    rust_files(&root().join("edge/src"), &mut files);
+    rust_files(&root().join("edge"), &mut files);
+    rust_files(&root().join("common"), &mut files);
     let missing: Vec<String> = files
         .iter()
         .filter_map(|f| {
             let name = f.file_stem()?.to_str()?;
-            let shown = if name == "mod" {
+            let shown = if name == "lib" || name == "main" {
+                return None;
+            } else if name == "mod" {
                 f.parent()?.file_name()?.to_str()?.to_string() + "/"
             } else {
                 name.to_string() + ".rs"

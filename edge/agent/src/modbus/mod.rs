@@ -1,0 +1,10 @@
+//! The Modbus client layer: read plans (`plan`), per-bus scheduling with backoff (`schedule`),
+//! connections and error classification (`link`), and the per-bus runner that ties them to the
+//! device table (`bus`).
+
+mod bus;
+mod link;
+mod schedule;
+
+pub(crate) use bus::start;
+pub(crate) use link::{ErrorClass, PollError};

@@ -1,0 +1,314 @@
+//! The recorder: turns completed polls into stored readings and events, samples node metrics on
+//! a timer, and writes everything to the store in batches (at most one SD-card write per
+//! `flush_interval`, except that events are written at once). Runs as one task; SQLite work runs
+//! on the blocking pool so polling never waits for the disk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use constella_kub1063::Status;
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, warn};
+
+use crate::config::HistoryConfig;
+use crate::devices::{Health, Registry};
+use crate::events::View;
+use crate::store::{Batch, Event, Reading, Store};
+use crate::telemetry::{NodeSample, Rings, Sampler};
+
+/// A field is written again after this long even if unchanged, so every history bucket of a
+/// quiet field still has a point and a restart never leaves a gap longer than this.
+const KEYFRAME: Duration = Duration::from_secs(300);
+/// Rows kept while the store cannot be written; beyond this the oldest readings are dropped.
+const MAX_PENDING_ROWS: usize = 200_000;
+/// Recent node samples kept in memory: one hour at the default 10 s period.
+const RING_CAPACITY: usize = 360;
+
+/// What the API reads: the store, the latest node sample and the event feed.
+#[derive(Clone)]
+pub(crate) struct History {
+    pub(crate) store: Arc<Mutex<Store>>,
+    pub(crate) path: PathBuf,
+    pub(crate) node: Arc<RwLock<NodeState>>,
+    pub(crate) events: broadcast::Sender<Event>,
+}
+
+/// The node's latest sample and its recent history.
+pub(crate) struct NodeState {
+    pub(crate) latest: NodeSample,
+    pub(crate) sampled_at: Option<SystemTime>,
+    pub(crate) rings: Rings,
+    pub(crate) store_bytes: u64,
+    /// How long the last sample took (sampling must stay cheap on a small board).
+    pub(crate) sample_cost: Duration,
+}
+
+pub(crate) struct Recorder {
+    history: History,
+    registry: Registry,
+    polls: mpsc::Receiver<usize>,
+    config: HistoryConfig,
+    sampler: Option<Sampler>,
+    views: Vec<View>,
+    /// Per device: field → (raw word, status, when last written).
+    written: Vec<BTreeMap<&'static str, (u16, Status, Instant)>>,
+    batch: Batch,
+}
+
+impl Recorder {
+    /// Opens the store in `state_dir` and restores each device's last event state from it.
+    pub(crate) fn open(
+        state_dir: &Path,
+        config: HistoryConfig,
+        registry: Registry,
+        polls: mpsc::Receiver<usize>,
+    ) -> anyhow::Result<(History, Recorder)> {
+        let path = state_dir.join("history.db");
+        let store = Store::open(&path)?;
+        let devices = registry.snapshot();
+        let mut views = Vec::with_capacity(devices.len());
+        for device in &devices {
+            let rows = store
+                .device_state(&device.name)
+                .with_context(|| format!("Failed to read {}", path.display()))?;
+            views.push(View::from_rows(&rows));
+        }
+        let sampler = match Sampler::new() {
+            Ok(sampler) => Some(sampler),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "node metrics unavailable");
+                None
+            }
+        };
+        let node = NodeState {
+            latest: NodeSample::default(),
+            sampled_at: None,
+            rings: Rings::new(RING_CAPACITY),
+            store_bytes: store.size_bytes(),
+            sample_cost: Duration::ZERO,
+        };
+        let history = History {
+            store: Arc::new(Mutex::new(store)),
+            path,
+            node: Arc::new(RwLock::new(node)),
+            events: broadcast::channel(256).0,
+        };
+        let recorder = Recorder {
+            history: history.clone(),
+            registry,
+            polls,
+            config,
+            sampler,
+            views,
+            written: vec![BTreeMap::new(); devices.len()],
+            batch: Batch::default(),
+        };
+        Ok((history, recorder))
+    }
+
+    /// Runs until `stop` fires (or its sender is dropped), then writes what is pending.
+    pub(crate) async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        let mut telemetry = tokio::time::interval(self.config.telemetry_period);
+        let mut flush = tokio::time::interval(self.config.flush_interval);
+        let mut retention = tokio::time::interval(Duration::from_secs(3600));
+        for timer in [&mut telemetry, &mut flush, &mut retention] {
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                Some(device) = self.polls.recv() => {
+                    if self.record_poll(device) {
+                        self.flush().await;
+                    }
+                }
+                _ = telemetry.tick() => self.sample(),
+                _ = flush.tick() => self.flush().await,
+                _ = retention.tick() => self.retain().await,
+                _ = &mut stop => {
+                    self.flush().await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Records one completed poll; returns true when it produced events.
+    fn record_poll(&mut self, index: usize) -> bool {
+        let Some(device) = self.registry.get(index) else {
+            return false;
+        };
+        let ts = unix_ms(SystemTime::now());
+        let health = device.health();
+        let decoded = device.image().decode();
+        let before = &self.views[index];
+        let next = before.observe(health, &decoded);
+        let changes = before.changes(&next);
+        if !changes.is_empty() {
+            for change in &changes {
+                self.batch.events.push(Event {
+                    id: 0,
+                    ts,
+                    device: device.name.clone(),
+                    kind: change.kind.to_string(),
+                    subject: change.subject.clone(),
+                    detail: change.detail.clone(),
+                });
+            }
+            self.batch.state.extend(
+                next.to_rows()
+                    .into_iter()
+                    .map(|(k, v)| (device.name.clone(), k, v)),
+            );
+            self.views[index] = next;
+        }
+        if health == Health::Online {
+            let now = Instant::now();
+            let written = &mut self.written[index];
+            for field in decoded.fields {
+                let key = field.register.key;
+                let status = field.reading.status;
+                let fresh = written.get(key).is_some_and(|&(raw, s, at)| {
+                    raw == field.raw && s == status && now.duration_since(at) < KEYFRAME
+                });
+                if fresh {
+                    continue;
+                }
+                let at = device
+                    .words
+                    .get(&(field.register.table, field.register.addr))
+                    .map_or(ts, |s| unix_ms(s.at));
+                self.batch.readings.push(Reading {
+                    ts: at,
+                    device: device.name.clone(),
+                    field: key,
+                    value: field
+                        .reading
+                        .value
+                        .filter(|_| status == Status::Ok)
+                        .map(|v| v.as_f64()),
+                    status: status.as_str(),
+                });
+                written.insert(key, (field.raw, status, now));
+            }
+        }
+        !changes.is_empty()
+    }
+
+    fn sample(&mut self) {
+        let Some(sampler) = self.sampler.as_mut() else {
+            return;
+        };
+        let started = Instant::now();
+        let sample = sampler.sample();
+        let cost = started.elapsed();
+        let at = SystemTime::now();
+        let ts = unix_ms(at);
+        self.batch.samples.extend(
+            sample
+                .values
+                .iter()
+                .map(|(name, value)| (ts, name.clone(), *value)),
+        );
+        let mut node = self
+            .history
+            .node
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, value) in &sample.values {
+            node.rings.push(name, ts, *value);
+        }
+        node.latest = sample;
+        node.sampled_at = Some(at);
+        node.sample_cost = cost;
+    }
+
+    /// Writes the pending batch; on failure keeps it (bounded) for the next attempt.
+    async fn flush(&mut self) {
+        if self.batch.samples.is_empty()
+            && self.batch.readings.is_empty()
+            && self.batch.events.is_empty()
+        {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        let store = self.history.store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut store = store
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let result = store.write(&mut batch);
+            (batch, result, store.size_bytes())
+        })
+        .await;
+        match result {
+            Ok((batch, Ok(()), size)) => {
+                debug!(
+                    samples = batch.samples.len(),
+                    readings = batch.readings.len(),
+                    events = batch.events.len(),
+                    "history flushed"
+                );
+                self.history
+                    .node
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .store_bytes = size;
+                for event in batch.events {
+                    let _ = self.history.events.send(event);
+                }
+            }
+            Ok((mut batch, Err(e), _)) => {
+                warn!(error = %e, path = %self.history.path.display(), "history write failed; keeping the batch");
+                let excess =
+                    (batch.samples.len() + batch.readings.len()).saturating_sub(MAX_PENDING_ROWS);
+                batch.readings.drain(..excess.min(batch.readings.len()));
+                batch
+                    .samples
+                    .extend(std::mem::take(&mut self.batch.samples));
+                batch
+                    .readings
+                    .extend(std::mem::take(&mut self.batch.readings));
+                batch.events.extend(std::mem::take(&mut self.batch.events));
+                batch.state.extend(std::mem::take(&mut self.batch.state));
+                self.batch = batch;
+            }
+            Err(e) => warn!(error = %e, "history writer task failed"),
+        }
+    }
+
+    async fn retain(&mut self) {
+        let store = self.history.store.clone();
+        let config = self.config;
+        let now = unix_ms(SystemTime::now());
+        let result = tokio::task::spawn_blocking(move || {
+            let mut store = store
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let report = store.enforce_retention(now, config.raw_keep, config.rollup_keep)?;
+            store.enforce_size(config.max_size_mb * 1024 * 1024)?;
+            store.checkpoint()?;
+            Ok::<_, rusqlite::Error>((report, store.size_bytes()))
+        })
+        .await;
+        match result {
+            Ok(Ok((report, size))) => {
+                debug!(?report, size, "history retention applied");
+                self.history
+                    .node
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .store_bytes = size;
+            }
+            Ok(Err(e)) => warn!(error = %e, "history retention failed"),
+            Err(e) => warn!(error = %e, "history retention task failed"),
+        }
+    }
+}
+
+pub(crate) fn unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
