@@ -522,6 +522,39 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime")) / 100.0
 }
 
+/// Context switches of each of a process's threads so far, by thread id. A thread blocked in
+/// `epoll_wait` or on a futex switches out once per wake-up, so the growth between two snapshots
+/// counts the wake-ups in between.
+pub struct Switches(std::collections::BTreeMap<String, u64>);
+
+impl Switches {
+    pub fn of(pid: u32) -> Switches {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("proc tasks");
+        let counts = tasks
+            .filter_map(|task| {
+                let path = task.ok()?.path();
+                let status = std::fs::read_to_string(path.join("status")).ok()?;
+                let switches = status
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches:"))
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .sum();
+                Some((path.file_name()?.to_string_lossy().into_owned(), switches))
+            })
+            .collect();
+        Switches(counts)
+    }
+
+    /// Wake-ups since `earlier`. A thread that exited in between (the blocking pool lets idle
+    /// threads go) takes its last switches with it, which only undercounts an idle thread.
+    pub fn since(&self, earlier: &Switches) -> u64 {
+        self.0
+            .iter()
+            .map(|(tid, now)| now.saturating_sub(earlier.0.get(tid).copied().unwrap_or(0)))
+            .sum()
+    }
+}
+
 /// A process's peak resident set (VmHWM), in MiB.
 pub fn peak_rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");

@@ -161,6 +161,8 @@ pub(crate) struct Lease {
     claim_after: Instant,
     /// After a fence, this node does not claim before this instant.
     fenced_until: Option<Instant>,
+    /// The last tick's view named this node the leader.
+    leading: bool,
     outputs: VecDeque<Output>,
 }
 
@@ -196,6 +198,7 @@ impl Lease {
             quorum: 1,
             claim_after: now + config.duration,
             fenced_until: None,
+            leading: false,
             outputs: VecDeque::new(),
         }
     }
@@ -333,6 +336,7 @@ impl Lease {
     pub(crate) fn handle_tick(&mut self, view: &View, now: Instant) {
         self.quorum = view.quorum();
         let leader = view.leader();
+        self.leading = leader == Some(self.me);
         match &mut self.role {
             Role::Holding {
                 epoch,
@@ -381,19 +385,26 @@ impl Lease {
         }
     }
 
-    /// The next instant at which `handle_tick` has something to do.
-    pub(crate) fn poll_timeout(&self) -> Instant {
-        let promise = self.promise.until;
+    /// The next instant at which `handle_tick` has something to do, or `None` while only a new
+    /// view or message can change anything: an idle node that is not the leader has no deadline
+    /// of its own (no live node may host the bot, say), so its shell sleeps until an event.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match &self.role {
             Role::Holding {
                 valid_until,
                 next_renew,
                 ..
-            } => (*valid_until).min(*next_renew),
-            Role::Claiming { retry_at, .. } => *retry_at,
-            Role::Idle => promise
-                .max(self.claim_after)
-                .max(self.fenced_until.unwrap_or(promise)),
+            } => Some((*valid_until).min(*next_renew)),
+            Role::Claiming { retry_at, .. } => Some(*retry_at),
+            Role::Idle if self.leading => {
+                let promise = self.promise.until;
+                Some(
+                    promise
+                        .max(self.claim_after)
+                        .max(self.fenced_until.unwrap_or(promise)),
+                )
+            }
+            Role::Idle => None,
         }
     }
 
@@ -639,6 +650,13 @@ mod tests {
                     let now = self.local(i);
                     self.nodes[i].lease.handle_tick(&view, now);
                     self.drain(i);
+                    // No busy loop: after a tick the next deadline is in the future, or there
+                    // is none and the shell sleeps until an event.
+                    let next = self.nodes[i].lease.poll_timeout();
+                    assert!(
+                        next.is_none_or(|at| at > now),
+                        "node {i} has a deadline in the past: {next:?} at {now:?}"
+                    );
                 }
             }
             self.check();
@@ -750,6 +768,18 @@ mod tests {
         );
         assert_eq!(sim.nodes[0].bot, None);
         assert_eq!(sim.nodes[1].bot, None);
+    }
+
+    #[test]
+    fn with_no_bot_token_anywhere_no_node_has_a_deadline() {
+        for standings in [&[(1, false)][..], &[(1, false), (2, false), (3, false)]] {
+            let mut sim = Sim::new(standings);
+            sim.run(5 * SECOND);
+            for node in &sim.nodes {
+                assert_eq!(node.lease.poll_timeout(), None, "{standings:?}");
+                assert!(node.bot.is_none());
+            }
+        }
     }
 
     #[test]

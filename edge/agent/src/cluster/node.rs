@@ -333,23 +333,23 @@ impl Node {
         }
         self.flush_membership();
         loop {
+            // Every timer is a deadline of a core or of the shell; with none due the loop
+            // sleeps until an event arrives.
             let wake = [
                 self.membership.poll_timeout(),
-                Some(self.lease.poll_timeout()),
+                self.lease.poll_timeout(),
                 Some(self.next_sync),
                 self.dirty.then_some(self.next_persist),
-                Some(Instant::now() + Duration::from_millis(250)),
             ]
             .into_iter()
             .flatten()
-            .min()
-            .unwrap_or_else(Instant::now);
+            .min();
             tokio::select! {
                 event = self.events.recv() => match event {
                     Some(event) => self.handle(event),
                     None => break,
                 },
-                () = tokio::time::sleep_until(wake.max(Instant::now() + Duration::from_millis(1)).into()) => {}
+                () = sleep_until(wake) => {}
             }
             self.tick(Instant::now());
         }
@@ -1242,6 +1242,14 @@ fn reason_code(why: &Rejected) -> &'static str {
         Rejected::RemovedSender => "removed_sender",
         Rejected::BadSignature => "bad_signature",
         Rejected::Replayed(_) => "replayed",
+    }
+}
+
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
