@@ -60,6 +60,19 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Decodes an answer as the typed API shape and encodes it again: equal JSON means the type
+/// names every field the server sends, with the same names and value shapes.
+#[track_caller]
+pub fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(what: &str, answer: &Value) {
+    let typed: T = serde_json::from_value(answer.clone())
+        .unwrap_or_else(|e| panic!("{what}: does not decode as its API type: {e}\n{answer}"));
+    let again = serde_json::to_value(&typed).expect("encode");
+    assert_eq!(
+        &again, answer,
+        "{what}: the API type drops or renames a field"
+    );
+}
+
 /// Waits until `check` returns true, polling every 50 ms; panics with `what` after `PATIENCE`.
 #[track_caller]
 pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
@@ -329,13 +342,42 @@ impl Agent {
     /// Starts an agent with `buses_and_devices` (TOML `[[bus]]` and `[[device]]` tables, and any
     /// other sections); the harness adds a scratch state directory and an API on a free port.
     pub fn start(buses_and_devices: &str) -> Agent {
+        Agent::run_in(Agent::configured(buses_and_devices))
+    }
+
+    /// Like [`Agent::start`], for the first node of a network of its own (`constella init` as
+    /// `node-a`, owner `@farm_owner`, cluster port on a free loopback port, no bot token).
+    pub fn start_in_network(buses_and_devices: &str) -> Agent {
+        let dir = Agent::configured(buses_and_devices);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let public = format!("127.0.0.1:{port}");
+        let state = dir.0.join("state").display().to_string();
+        let init = Command::new(constella())
+            .args(["init", "--name", "node-a", "--owner", "@farm_owner"])
+            .args(["--public-addr", &public, "--state-dir", &state])
+            .output()
+            .expect("run constella init");
+        assert!(
+            init.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        Agent::run_in(dir)
+    }
+
+    /// A scratch directory with a configuration file: a state directory inside it and an API on
+    /// a free port, plus `buses_and_devices`.
+    fn configured(buses_and_devices: &str) -> Scratch {
         let dir = Scratch::new("agent");
         let text = format!(
             "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n\n{buses_and_devices}",
             dir.0.join("state").display()
         );
         std::fs::write(dir.0.join("constella.toml"), text).expect("write config");
-        Agent::run_in(dir)
+        dir
     }
 
     /// Stops the agent with `signal` (`TERM` or `KILL`), waits for it to exit, and starts it again

@@ -1,7 +1,7 @@
 //! The device API over a real socket: authentication, errors as JSON with the right status, and
 //! the device documents.
 
-use constella_tests::{Agent, Sim, field};
+use constella_tests::{Agent, Sim, field, round_trip};
 
 fn agent_with_one_device() -> (Sim, Agent) {
     let sim = Sim::start(&["--tcp", "127.0.0.1:0", "--speed", "0", "--snapshot", "C"]);
@@ -166,4 +166,64 @@ fn device_documents_carry_every_field_with_status_and_names() {
         "Относительная влажность"
     );
     assert_eq!(ru["alarms"][0]["flags"][0]["text"], "Обрыв датчика CO2");
+}
+
+#[test]
+fn every_answer_round_trips_through_its_api_type() {
+    use constella_api::{cluster, devices, history, node, speedtest};
+    let sim = Sim::start(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--speed",
+        "0",
+        "--fault",
+        "1=alarm:5",
+    ]);
+    let tcp = sim.tcp.expect("tcp");
+    let agent = Agent::start_in_network(&format!(
+        "[[bus]]\nname = \"gw\"\ntcp = \"{tcp}\"\n\n\
+         [[device]]\nname = \"house-1\"\nmodel = \"kub1063\"\nbus = \"gw\"\nunit = 1\npoll_interval = \"1s\"\n"
+    ));
+    agent.wait_device("house-1", "a first poll", |d| d["status"] == "online");
+    constella_tests::wait_until("the raised alarm is stored as an event", || {
+        let (_, events) = agent.get("/api/v1/events");
+        events["events"].as_array().is_some_and(|e| !e.is_empty())
+    });
+    let ok = |method: &str, path: &str| {
+        let (status, body) = agent.request(method, path, Some(&agent.token), None);
+        assert_eq!(status, 200, "{method} {path}: {body}");
+        body
+    };
+    let (_, health) = agent.request("GET", "/health", None, None);
+    round_trip::<devices::Health>("/health", &health);
+    round_trip::<devices::DeviceList>("devices", &ok("GET", "/api/v1/devices"));
+    for lang in ["en", "ru"] {
+        let path = format!("/api/v1/devices/house-1?lang={lang}");
+        round_trip::<devices::DeviceDetail>(&path, &ok("GET", &path));
+    }
+    round_trip::<devices::ResetDone>("reset", &ok("POST", "/api/v1/devices/house-1/reset-alarms"));
+    round_trip::<history::SeriesList>(
+        "device history",
+        &ok("GET", "/api/v1/devices/house-1/history?field=temp_inside_1"),
+    );
+    round_trip::<history::SeriesList>(
+        "node metrics",
+        &ok("GET", "/api/v1/node/metrics?series=cpu"),
+    );
+    round_trip::<history::EventList>("events", &ok("GET", "/api/v1/events"));
+    round_trip::<node::Node>("node", &ok("GET", "/api/v1/node"));
+    round_trip::<speedtest::SinkReport>("sink", &ok("POST", "/api/v1/speedtest/sink"));
+    round_trip::<cluster::Nodes>("nodes", &ok("GET", "/api/v1/nodes"));
+    round_trip::<cluster::InviteLink>("invite", &ok("POST", "/api/v1/cluster/invites"));
+    round_trip::<devices::DeviceList>(
+        "a node's devices through the cluster",
+        &ok("GET", "/api/v1/nodes/node-a/devices"),
+    );
+    round_trip::<cluster::Throughput>(
+        "a node-to-node speed test",
+        &ok("POST", "/api/v1/nodes/node-a/speedtest"),
+    );
+    let (status, error) = agent.get("/api/v1/devices/nope");
+    assert_eq!(status, 404);
+    round_trip::<constella_api::ErrorBody>("an error", &error);
 }

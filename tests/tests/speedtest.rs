@@ -1,7 +1,7 @@
 //! On-demand speed tests between two real agents: one measures the path to the other through the
 //! other's blob and sink endpoints, and keeps the result as node samples.
 
-use constella_tests::Agent;
+use constella_tests::{Agent, round_trip};
 
 #[test]
 fn a_node_measures_the_path_to_another_node_on_demand() {
@@ -14,6 +14,7 @@ fn a_node_measures_the_path_to_another_node_on_demand() {
     ));
     let (status, report) = agent.post("/api/v1/node/speedtest", None);
     assert_eq!(status, 200, "{report}");
+    round_trip::<constella_api::speedtest::RunReport>("speed test report", &report);
     assert_eq!(report["download_bytes"], 5_000_000);
     assert_eq!(report["upload_bytes"], 3_000_000);
     assert!(

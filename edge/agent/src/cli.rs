@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use constella_api::cluster::{InviteLink, InviteRequest, Nodes};
+use constella_api::routes;
 
 use crate::config::{self, Config};
 use constella_modbus::{LineParity, LineSettings};
@@ -285,36 +287,28 @@ impl Command {
             }
             Command::Invite { ttl, agent } => {
                 cluster::parse_ttl(&ttl)?;
-                let answer = client::request(
-                    &agent.config,
-                    "POST",
-                    "/api/v1/cluster/invites",
-                    Some(serde_json::json!({"ttl": ttl})),
-                )
-                .await?;
-                println!("{}", answer["link"].as_str().unwrap_or_default());
+                let request = InviteRequest { ttl: Some(ttl) };
+                let answer: InviteLink = client::local(&agent.config)?
+                    .post(routes::INVITES, &request)
+                    .await?;
+                println!("{}", answer.link);
                 Ok(())
             }
             Command::Status { agent } => {
-                let table = client::request(&agent.config, "GET", "/api/v1/nodes", None).await?;
+                let table: Nodes = client::local(&agent.config)?.get(routes::NODES).await?;
                 print!("{}", client::status_table(&table));
                 Ok(())
             }
             Command::Peers { action, agent } => match action {
                 Some(PeersAction::Remove { name }) => {
-                    client::request(
-                        &agent.config,
-                        "DELETE",
-                        &format!("/api/v1/nodes/{name}"),
-                        None,
-                    )
-                    .await?;
+                    client::local(&agent.config)?
+                        .delete(&routes::node(&name))
+                        .await?;
                     println!("removed {name}");
                     Ok(())
                 }
                 None => {
-                    let table =
-                        client::request(&agent.config, "GET", "/api/v1/nodes", None).await?;
+                    let table: Nodes = client::local(&agent.config)?.get(routes::NODES).await?;
                     print!("{}", client::peers_table(&table));
                     Ok(())
                 }

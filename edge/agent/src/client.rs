@@ -1,80 +1,53 @@
 //! The CLI's side of the local API: `invite`, `status` and `peers` ask the running agent, found
-//! through its configuration file (API address) and state directory (token).
+//! through its configuration file (API address) and state directory (token), with the typed
+//! client of `constella_api`.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context as _, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use constella_api::client::Client;
+use constella_api::cluster::{NodeStatus, Nodes};
 
 use crate::config::Config;
 use crate::state;
 
-/// Sends one request to the local agent's API and returns its JSON answer.
-pub(crate) async fn request(
-    config: &Path,
-    method: &str,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> anyhow::Result<serde_json::Value> {
+/// A client of the agent configured by `config`.
+pub(crate) fn local(config: &Path) -> anyhow::Result<Client> {
     let config = Config::load(config)?;
     let token = state::api_token(&config.state_dir)?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", config.api_listen))
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))?;
-    let response = client.request(request).await.with_context(|| {
-        format!(
-            "cannot reach the agent's API at {} (is it running?)",
-            config.api_listen
-        )
-    })?;
-    let status = response.status();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    if !status.is_success() {
-        bail!(
-            "{}",
-            json["error"]["message"].as_str().unwrap_or(status.as_str())
-        );
-    }
-    Ok(json)
+    Ok(Client::new(config.api_listen.to_string(), token))
 }
 
 /// `constella status`: one line per node, with leader and lease markers.
-pub(crate) fn status_table(table: &serde_json::Value) -> String {
+pub(crate) fn status_table(table: &Nodes) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "network {}  owner @{}  lease holder {}  epoch {}",
-        table["network_id"].as_str().unwrap_or("?"),
-        table["owner"].as_str().unwrap_or("?"),
-        table["lease_holder"].as_str().unwrap_or("none"),
-        table["epoch"]
+        table.network_id,
+        table.owner,
+        table.lease_holder.as_deref().unwrap_or("none"),
+        table.epoch
     );
     let _ = writeln!(
         out,
         "{:<16} {:<22} {:<6} {:<10} {:<7} LEASE",
         "NAME", "ADDRESS", "STATUS", "LAST SEEN", "LEADER"
     );
-    for node in table["nodes"].as_array().into_iter().flatten() {
+    for node in &table.nodes {
         let _ = writeln!(
             out,
             "{:<16} {:<22} {:<6} {:<10} {:<7} {}",
-            node["name"].as_str().unwrap_or("?"),
-            node["addr"].as_str().unwrap_or("?"),
-            node["status"].as_str().unwrap_or("?"),
-            ago(node["last_seen"].as_u64()),
-            if node["leader"] == true { "*" } else { "" },
-            if node["lease_holder"] == true {
-                format!("holder (epoch {})", table["epoch"])
+            node.name,
+            node.addr,
+            match node.status {
+                NodeStatus::Alive => "alive",
+                NodeStatus::Down => "down",
+            },
+            ago(node.last_seen),
+            if node.leader { "*" } else { "" },
+            if node.lease_holder {
+                format!("holder (epoch {})", table.epoch)
             } else {
                 String::new()
             },
@@ -84,22 +57,22 @@ pub(crate) fn status_table(table: &serde_json::Value) -> String {
 }
 
 /// `constella peers`: names, addresses, ids and election standing.
-pub(crate) fn peers_table(table: &serde_json::Value) -> String {
+pub(crate) fn peers_table(table: &Nodes) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{:<16} {:<22} {:<32} {:<8} BOT",
         "NAME", "ADDRESS", "NODE ID", "PRIORITY"
     );
-    for node in table["nodes"].as_array().into_iter().flatten() {
+    for node in &table.nodes {
         let _ = writeln!(
             out,
             "{:<16} {:<22} {:<32} {:<8} {}",
-            node["name"].as_str().unwrap_or("?"),
-            node["addr"].as_str().unwrap_or("?"),
-            node["node_id"].as_str().unwrap_or("?"),
-            node["priority"],
-            if node["bot"] == true { "yes" } else { "no" },
+            node.name,
+            node.addr,
+            node.node_id,
+            node.priority,
+            if node.bot { "yes" } else { "no" },
         );
     }
     out

@@ -8,10 +8,7 @@ use std::time::{Duration, SystemTime};
 use constella_kub1063::{Image, RegisterAddr, Table};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::modbus::{ErrorClass, PollError};
-
-/// Polls that must fail in a row before a device is reported offline rather than failing.
-const OFFLINE_AFTER: u32 = 3;
+use crate::outcome::{ErrorClass, Health, OFFLINE_AFTER, PollError};
 
 #[derive(Clone, Debug)]
 pub(crate) struct DeviceState {
@@ -44,29 +41,6 @@ pub(crate) struct Counters {
     pub(crate) exceptions: u64,
     pub(crate) io: u64,
     pub(crate) exception_codes: BTreeMap<u8, u64>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Health {
-    /// Not polled yet.
-    Pending,
-    /// The last poll succeeded.
-    Online,
-    /// The last poll failed, but fewer than [`OFFLINE_AFTER`] in a row.
-    Failing,
-    /// [`OFFLINE_AFTER`] or more polls failed in a row.
-    Offline,
-}
-
-impl Health {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Health::Pending => "pending",
-            Health::Online => "online",
-            Health::Failing => "failing",
-            Health::Offline => "offline",
-        }
-    }
 }
 
 impl DeviceState {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use constella_kub1063::{Decoded, Flag, Group, Kind, Status, flags_of};
 
-use crate::devices::Health;
+use crate::outcome::Health;
 
 /// The event-relevant state of one device.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -17,11 +17,49 @@ pub(crate) struct View {
     sensors: BTreeMap<&'static str, Status>,
 }
 
-/// One transition: `kind` is raised, cleared, sensor_lost, sensor_back, device_unreachable or
-/// device_back; `subject` names what changed (`active_alarms/41`, `pressure`, …).
+/// What kind of transition an event is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EventKind {
+    Raised,
+    Cleared,
+    SensorLost,
+    SensorBack,
+    DeviceUnreachable,
+    DeviceBack,
+}
+
+impl EventKind {
+    const ALL: [EventKind; 6] = [
+        EventKind::Raised,
+        EventKind::Cleared,
+        EventKind::SensorLost,
+        EventKind::SensorBack,
+        EventKind::DeviceUnreachable,
+        EventKind::DeviceBack,
+    ];
+
+    /// The name the store keeps and the API shows.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Raised => "raised",
+            EventKind::Cleared => "cleared",
+            EventKind::SensorLost => "sensor_lost",
+            EventKind::SensorBack => "sensor_back",
+            EventKind::DeviceUnreachable => "device_unreachable",
+            EventKind::DeviceBack => "device_back",
+        }
+    }
+
+    /// The kind a stored name stands for.
+    pub(crate) fn parse(text: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// One transition; `subject` names what changed (`active_alarms/41`, `pressure`, …).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Change {
-    pub(crate) kind: &'static str,
+    pub(crate) kind: EventKind,
     pub(crate) subject: String,
     pub(crate) detail: String,
 }
@@ -54,15 +92,24 @@ impl View {
     pub(crate) fn changes(&self, next: &View) -> Vec<Change> {
         let mut out = Vec::new();
         match (self.reachable, next.reachable) {
-            (Some(false), Some(true)) => out.push(change("device_back", "device", "answers again")),
+            (Some(false), Some(true)) => {
+                out.push(change(EventKind::DeviceBack, "device", "answers again"))
+            }
             (before, Some(false)) if before != Some(false) => {
-                out.push(change("device_unreachable", "device", "stopped answering"));
+                out.push(change(
+                    EventKind::DeviceUnreachable,
+                    "device",
+                    "stopped answering",
+                ));
             }
             _ => {}
         }
         for (group, &mask) in &next.groups {
             let before = self.groups.get(group).copied().unwrap_or(0);
-            for (kind, bits) in [("raised", mask & !before), ("cleared", before & !mask)] {
+            for (kind, bits) in [
+                (EventKind::Raised, mask & !before),
+                (EventKind::Cleared, before & !mask),
+            ] {
                 for flag in flags_of(bits) {
                     let text = match flag {
                         Flag::Known(bit) => bit.en.to_string(),
@@ -82,9 +129,9 @@ impl View {
                 matches!(s, Some(Status::Break | Status::Error | Status::Pending))
             };
             if lost(Some(status)) && !lost(before) {
-                out.push(change("sensor_lost", key, status.as_str()));
+                out.push(change(EventKind::SensorLost, key, status.as_str()));
             } else if status == Status::Ok && lost(before) {
-                out.push(change("sensor_back", key, "ok"));
+                out.push(change(EventKind::SensorBack, key, "ok"));
             }
         }
         out
@@ -149,7 +196,7 @@ fn is_sensor(kind: Kind) -> bool {
     )
 }
 
-fn change(kind: &'static str, subject: &str, detail: &str) -> Change {
+fn change(kind: EventKind, subject: &str, detail: &str) -> Change {
     Change {
         kind,
         subject: subject.to_string(),
@@ -202,7 +249,7 @@ mod tests {
     fn kinds(changes: &[Change]) -> Vec<String> {
         changes
             .iter()
-            .map(|c| format!("{} {}", c.kind, c.subject))
+            .map(|c| format!("{} {}", c.kind.as_str(), c.subject))
             .collect()
     }
 

@@ -13,6 +13,7 @@ mod demo;
 mod devices;
 mod events;
 mod modbus;
+mod outcome;
 mod recorder;
 mod serial;
 mod speedtest;

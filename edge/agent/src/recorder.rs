@@ -14,8 +14,9 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, warn};
 
 use crate::config::HistoryConfig;
-use crate::devices::{Health, Registry};
+use crate::devices::Registry;
 use crate::events::View;
+use crate::outcome::Health;
 use crate::store::{Batch, Event, Reading, Store};
 use crate::telemetry::{NodeSample, Rings, Sampler};
 
@@ -152,7 +153,7 @@ impl Recorder {
                     id: 0,
                     ts,
                     device: device.name.clone(),
-                    kind: change.kind.to_string(),
+                    kind: change.kind.as_str().to_string(),
                     subject: change.subject.clone(),
                     detail: change.detail.clone(),
                 });

@@ -1,15 +1,19 @@
 //! History endpoints: the node's identity and metrics, metric series, a device field's history,
 //! and the event log. Queries run on the blocking pool; bad ranges and names get 400.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::{Path, State};
+use constella_api::history::{
+    Event as ApiEvent, EventKind as ApiEventKind, EventList, Point as ApiPoint, Series, SeriesList,
+};
+use constella_api::node::{Node, Store, Summary};
 use constella_kub1063::{Kind, REGISTERS};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{ApiError, ApiQuery, AppState, find, with_store};
+use crate::events::EventKind;
 use crate::recorder::unix_ms;
 use crate::store::{Event, Point};
 use crate::telemetry::FAMILIES;
@@ -21,34 +25,6 @@ const MAX_BUCKETS: i64 = 10_000;
 #[serde(deny_unknown_fields)]
 pub(super) struct NodeQuery {
     window: Option<String>,
-}
-
-#[derive(Serialize)]
-pub(super) struct Node {
-    name: String,
-    version: &'static str,
-    agent_uptime_s: u64,
-    sampled_at: Option<String>,
-    sample_cost_us: u128,
-    metrics: BTreeMap<String, f64>,
-    window_s: u64,
-    summaries: BTreeMap<String, SummaryDto>,
-    store: StoreDto,
-}
-
-#[derive(Serialize)]
-struct SummaryDto {
-    min: f64,
-    avg: f64,
-    max: f64,
-    last: f64,
-    count: usize,
-}
-
-#[derive(Serialize)]
-struct StoreDto {
-    path: String,
-    bytes: u64,
 }
 
 pub(super) async fn node(
@@ -72,26 +48,26 @@ pub(super) async fn node(
             let s = node.rings.summary(name, since)?;
             Some((
                 name.to_string(),
-                SummaryDto {
+                Summary {
                     min: s.min,
                     avg: s.avg,
                     max: s.max,
                     last: s.last,
-                    count: s.count,
+                    count: s.count as u64,
                 },
             ))
         })
         .collect();
     Ok(Json(Node {
         name: sysinfo::System::host_name().unwrap_or_default(),
-        version: env!("CARGO_PKG_VERSION"),
+        version: env!("CARGO_PKG_VERSION").into(),
         agent_uptime_s: state.started.elapsed().as_secs(),
         sampled_at: node.sampled_at.map(super::dto::rfc3339),
-        sample_cost_us: node.sample_cost.as_micros(),
+        sample_cost_us: u64::try_from(node.sample_cost.as_micros()).unwrap_or(u64::MAX),
         metrics: node.latest.values.iter().cloned().collect(),
         window_s: window.as_secs(),
         summaries,
-        store: StoreDto {
+        store: Store {
             path: state.history.path.display().to_string(),
             bytes: node.store_bytes,
         },
@@ -106,29 +82,6 @@ pub(super) struct RangeQuery {
     from: Option<String>,
     to: Option<String>,
     step: Option<String>,
-}
-
-#[derive(Serialize)]
-pub(super) struct SeriesList {
-    from: String,
-    to: String,
-    step_s: f64,
-    series: Vec<SeriesDto>,
-}
-
-#[derive(Serialize)]
-pub(super) struct SeriesDto {
-    name: String,
-    points: Vec<PointDto>,
-}
-
-#[derive(Serialize)]
-struct PointDto {
-    at: String,
-    avg: f64,
-    min: f64,
-    max: f64,
-    count: i64,
 }
 
 pub(super) async fn node_metrics(
@@ -164,7 +117,7 @@ pub(super) async fn node_metrics(
         step_s: range.step as f64 / 1000.0,
         series: found
             .into_iter()
-            .map(|(name, points)| SeriesDto {
+            .map(|(name, points)| Series {
                 name,
                 points: points.iter().map(point).collect(),
             })
@@ -200,7 +153,7 @@ pub(super) async fn device_history(
         from: range.show(range.from),
         to: range.show(range.to),
         step_s: range.step as f64 / 1000.0,
-        series: vec![SeriesDto {
+        series: vec![Series {
             name: key.to_string(),
             points: points.iter().map(point).collect(),
         }],
@@ -214,21 +167,6 @@ pub(super) struct EventsQuery {
     since: Option<String>,
     after: Option<i64>,
     limit: Option<usize>,
-}
-
-#[derive(Serialize)]
-pub(super) struct EventList {
-    events: Vec<EventDto>,
-}
-
-#[derive(Serialize)]
-struct EventDto {
-    id: i64,
-    at: String,
-    device: String,
-    kind: String,
-    subject: String,
-    detail: String,
 }
 
 pub(super) async fn events(
@@ -259,13 +197,19 @@ pub(super) async fn events(
     Ok(Json(EventList {
         events: found
             .into_iter()
-            .map(|e| EventDto {
-                id: e.id,
-                at: super::dto::rfc3339(from_ms(e.ts)),
-                device: e.device,
-                kind: e.kind,
-                subject: e.subject,
-                detail: e.detail,
+            .filter_map(|e| {
+                let Some(kind) = EventKind::parse(&e.kind) else {
+                    tracing::warn!(id = e.id, kind = %e.kind, "a stored event of no known kind");
+                    return None;
+                };
+                Some(ApiEvent {
+                    id: e.id,
+                    at: super::dto::rfc3339(from_ms(e.ts)),
+                    device: e.device,
+                    kind: event_kind(kind),
+                    subject: e.subject,
+                    detail: e.detail,
+                })
             })
             .collect(),
     }))
@@ -337,8 +281,19 @@ fn duration(text: &str, name: &str) -> Result<Duration, ApiError> {
     }
 }
 
-fn point(p: &Point) -> PointDto {
-    PointDto {
+fn event_kind(kind: EventKind) -> ApiEventKind {
+    match kind {
+        EventKind::Raised => ApiEventKind::Raised,
+        EventKind::Cleared => ApiEventKind::Cleared,
+        EventKind::SensorLost => ApiEventKind::SensorLost,
+        EventKind::SensorBack => ApiEventKind::SensorBack,
+        EventKind::DeviceUnreachable => ApiEventKind::DeviceUnreachable,
+        EventKind::DeviceBack => ApiEventKind::DeviceBack,
+    }
+}
+
+fn point(p: &Point) -> ApiPoint {
+    ApiPoint {
         at: super::dto::rfc3339(from_ms(p.ts)),
         avg: p.avg,
         min: p.min,

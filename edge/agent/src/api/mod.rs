@@ -18,10 +18,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use constella_api::devices::{DeviceDetail, DeviceList, ResetDone};
+use constella_api::{ErrorBody, ErrorDetail};
 use serde::Deserialize;
 
 use crate::devices::Registry;
-use crate::modbus::ErrorClass;
+use crate::outcome::ErrorClass;
 use crate::recorder::History;
 
 #[derive(Clone)]
@@ -131,21 +133,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn health() -> Json<dto::Health> {
-    Json(dto::Health {
-        status: "ok",
-        version: env!("CARGO_PKG_VERSION"),
+async fn health() -> Json<constella_api::devices::Health> {
+    Json(constella_api::devices::Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
     })
 }
 
-async fn list_devices(State(state): State<AppState>) -> Json<dto::DeviceList> {
-    Json(dto::DeviceList {
-        devices: state
-            .registry
-            .snapshot()
-            .iter()
-            .map(dto::DeviceSummary::from_state)
-            .collect(),
+async fn list_devices(State(state): State<AppState>) -> Json<DeviceList> {
+    Json(DeviceList {
+        devices: state.registry.snapshot().iter().map(dto::summary).collect(),
     })
 }
 
@@ -159,7 +156,7 @@ async fn device(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<DeviceQuery>,
-) -> Result<Json<dto::DeviceDetail>, ApiError> {
+) -> Result<Json<DeviceDetail>, ApiError> {
     let lang = match query.lang.as_deref() {
         None | Some("en") => dto::Lang::En,
         Some("ru") => dto::Lang::Ru,
@@ -170,14 +167,14 @@ async fn device(
         }
     };
     let (_, device) = find(&state, &id)?;
-    Ok(Json(dto::DeviceDetail::from_state(&device, lang)))
+    Ok(Json(dto::detail(&device, lang)))
 }
 
 async fn reset_alarms(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<dto::ResetDone>, ApiError> {
+) -> Result<Json<ResetDone>, ApiError> {
     if !body.is_empty()
         && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body).is_err()
     {
@@ -192,7 +189,7 @@ async fn reset_alarms(
             "bus_busy",
             "the bus did not get to the write within 30 s",
         )),
-        Ok(Ok(())) => Ok(Json(dto::ResetDone {
+        Ok(Ok(())) => Ok(Json(ResetDone {
             device: device.name,
             reset: true,
         })),
@@ -294,9 +291,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = dto::ErrorBody {
-            error: dto::ErrorDetail {
-                code: self.code,
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
                 message: self.message,
             },
         };

@@ -8,39 +8,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use constella_api::cluster::{InviteLink, InviteRequest, NodeRow, NodeStatus, Nodes, Throughput};
 
 use super::{ApiError, AppState};
 use crate::cluster::{self, Call, Command, Handle};
-
-#[derive(Serialize)]
-pub(super) struct Nodes {
-    network_id: String,
-    owner: String,
-    leader: Option<String>,
-    lease_holder: Option<String>,
-    epoch: u64,
-    bot_running: bool,
-    bot_fenced: bool,
-    nodes: Vec<NodeRow>,
-    rejected_messages: std::collections::BTreeMap<String, u64>,
-    control_bytes_sent: u64,
-    control_bytes_received: u64,
-}
-
-#[derive(Serialize)]
-struct NodeRow {
-    name: String,
-    node_id: String,
-    addr: String,
-    status: &'static str,
-    last_seen: Option<u64>,
-    priority: u32,
-    bot: bool,
-    leader: bool,
-    lease_holder: bool,
-    this_node: bool,
-}
 
 fn handle(state: &AppState) -> Result<&Handle, ApiError> {
     state.cluster.as_ref().ok_or_else(|| {
@@ -83,7 +54,11 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Nodes>, A
                 name: n.name,
                 node_id: n.node_id.to_string(),
                 addr: n.addr,
-                status: n.status,
+                status: if n.status == "alive" {
+                    NodeStatus::Alive
+                } else {
+                    NodeStatus::Down
+                },
                 last_seen: n.last_seen,
                 priority: n.priority,
                 bot: n.bot,
@@ -98,25 +73,13 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Nodes>, A
     }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct InviteBody {
-    ttl: Option<String>,
-}
-
-#[derive(Serialize)]
-pub(super) struct InviteLink {
-    link: String,
-    expires_at: u64,
-}
-
 /// `POST /api/v1/cluster/invites` with `{"ttl": "15m"}`.
 pub(super) async fn invite(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Json<InviteLink>, ApiError> {
-    let body: InviteBody = if body.is_empty() {
-        InviteBody { ttl: None }
+    let body: InviteRequest = if body.is_empty() {
+        InviteRequest { ttl: None }
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
     };
@@ -192,14 +155,6 @@ async fn call_node(state: &AppState, name: String, call: Call) -> Result<(u16, V
         .await
         .ok_or_else(gone)?
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "node_unreachable", &e))
-}
-
-#[derive(Serialize)]
-struct Throughput {
-    node: String,
-    bytes: u32,
-    download_bps: f64,
-    upload_bps: f64,
 }
 
 /// Throughput between this node and `name`, over the cluster transport, both ways.

@@ -10,8 +10,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use constella_api::speedtest::{RunReport, SinkReport};
 use futures_util::StreamExt as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{ApiError, ApiQuery, AppState, with_store};
 use crate::recorder::unix_ms;
@@ -54,12 +55,6 @@ pub(super) async fn blob(
     ))
 }
 
-#[derive(Serialize)]
-pub(super) struct SinkReport {
-    bytes: u64,
-    seconds: f64,
-}
-
 /// `POST /api/v1/speedtest/sink`: reads and discards the body, reporting its size and duration.
 pub(super) async fn sink(body: Body) -> Result<Json<SinkReport>, ApiError> {
     let started = Instant::now();
@@ -80,14 +75,6 @@ pub(super) async fn sink(body: Body) -> Result<Json<SinkReport>, ApiError> {
         bytes,
         seconds: started.elapsed().as_secs_f64(),
     }))
-}
-
-#[derive(Serialize)]
-pub(super) struct RunReport {
-    download_bytes: u64,
-    download_bps: Option<f64>,
-    upload_bytes: u64,
-    upload_bps: Option<f64>,
 }
 
 /// `POST /api/v1/node/speedtest`: runs the configured test now and stores the result.

@@ -13,6 +13,9 @@ mod replies;
 
 use std::time::Duration;
 
+use constella_api::devices::{DeviceDetail, DeviceList};
+use constella_api::routes;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use teloxide_core::payloads::{GetUpdatesSetters as _, SendMessageSetters as _};
 use teloxide_core::requests::{Request as _, Requester as _};
 use teloxide_core::types::{AllowedUpdate, Message, ReplyParameters, Update, UpdateKind};
@@ -180,7 +183,7 @@ async fn send(bot: &Bot, to: &Message, text: String) {
 }
 
 async fn execute(setup: &BotSetup, command: BotCommand) -> String {
-    let node_path = |node: &str, rest: &str| format!("/api/v1/nodes/{node}/{rest}");
+    let node_path = routes::on_node;
     match command {
         BotCommand::Help => commands::HELP.to_string(),
         BotCommand::Status => match setup.cluster.ask(Command::Table).await {
@@ -217,22 +220,26 @@ async fn execute(setup: &BotSetup, command: BotCommand) -> String {
         BotCommand::ResetAlarms { node, device } => {
             let what = format!("/reset {node} {device}");
             let path = node_path(&node, &format!("devices/{device}/reset-alarms"));
-            api(setup, true, path, &what, |_| {
+            api(setup, true, path, &what, |_: &IgnoredAny| {
                 format!("Alarms of {node}/{device} reset.")
             })
             .await
         }
         BotCommand::Reboot { node } => {
             let what = format!("/reboot {node}");
-            api(setup, true, node_path(&node, "reboot"), &what, |_| {
-                format!("{node} is rebooting.")
-            })
+            api(
+                setup,
+                true,
+                node_path(&node, "reboot"),
+                &what,
+                |_: &IgnoredAny| format!("{node} is rebooting."),
+            )
             .await
         }
         BotCommand::Speedtest { node } => {
             let what = format!("/speedtest {node}");
             api(setup, true, node_path(&node, "speedtest"), &what, |v| {
-                replies::fields(&format!("Speed test with {node}"), v)
+                replies::throughput(&format!("Speed test with {node}"), v)
             })
             .await
         }
@@ -257,12 +264,12 @@ async fn execute(setup: &BotSetup, command: BotCommand) -> String {
 }
 
 /// Calls this node's API in-process and renders the answer.
-async fn api(
+async fn api<T: DeserializeOwned>(
     setup: &BotSetup,
     post: bool,
     path: String,
     what: &str,
-    render: impl FnOnce(&serde_json::Value) -> String,
+    render: impl FnOnce(&T) -> String,
 ) -> String {
     let (status, body) = (setup.local)(post, path).await;
     if status != 200 {
@@ -282,18 +289,17 @@ async fn alarms(setup: &BotSetup) -> String {
     let mut found = Vec::new();
     let mut unreachable = Vec::new();
     for row in table.nodes.iter().filter(|r| r.status == "alive") {
-        let list = (setup.local)(false, format!("/api/v1/nodes/{}/devices", row.name)).await;
-        let Some(list) = ok_json(list) else {
+        let list = (setup.local)(false, routes::on_node(&row.name, "devices")).await;
+        let Some(list) = ok_json::<DeviceList>(list) else {
             unreachable.push(row.name.clone());
             continue;
         };
-        for device in list["devices"].as_array().into_iter().flatten() {
-            let id = device["id"].as_str().unwrap_or_default();
-            let path = format!("/api/v1/nodes/{}/devices/{id}", row.name);
-            if let Some(detail) = ok_json((setup.local)(false, path).await) {
+        for device in &list.devices {
+            let path = routes::on_node(&row.name, &format!("devices/{}", device.id));
+            if let Some(detail) = ok_json::<DeviceDetail>((setup.local)(false, path).await) {
                 let texts = replies::alarm_texts(&detail);
                 if !texts.is_empty() {
-                    found.push((row.name.clone(), id.to_string(), texts));
+                    found.push((row.name.clone(), device.id.clone(), texts));
                 }
             }
         }
@@ -301,7 +307,7 @@ async fn alarms(setup: &BotSetup) -> String {
     replies::alarms(&found, &unreachable)
 }
 
-fn ok_json((status, body): (u16, Vec<u8>)) -> Option<serde_json::Value> {
+fn ok_json<T: DeserializeOwned>((status, body): (u16, Vec<u8>)) -> Option<T> {
     (status == 200)
         .then(|| serde_json::from_slice(&body).ok())
         .flatten()

@@ -2,7 +2,11 @@
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
+use constella_api::ErrorBody;
+use constella_api::cluster::Throughput;
+use constella_api::devices::{DeviceDetail, DeviceList, DeviceStatus, FieldStatus};
+use constella_api::history::{EventKind, EventList};
+use constella_api::node::Node;
 
 use crate::cluster::Table;
 
@@ -40,41 +44,38 @@ pub(crate) fn table(table: &Table) -> String {
     out
 }
 
-pub(crate) fn devices(node: &str, list: &Value) -> String {
-    let devices = list["devices"].as_array().cloned().unwrap_or_default();
-    if devices.is_empty() {
+pub(crate) fn devices(node: &str, list: &DeviceList) -> String {
+    if list.devices.is_empty() {
         return format!("{node}: no controllers configured");
     }
-    let mut out = format!("{node}: {} controllers\n", devices.len());
-    for d in devices {
+    let mut out = format!("{node}: {} controllers\n", list.devices.len());
+    for d in &list.devices {
         let _ = writeln!(
             out,
             "{} {} on {} unit {}",
-            health_mark(d["status"].as_str()),
-            text(&d["id"]),
-            text(&d["bus"]),
-            d["unit"]
+            health_mark(d.status),
+            d.id,
+            d.bus,
+            d.unit
         );
     }
     clip(out)
 }
 
-pub(crate) fn device(node: &str, detail: &Value) -> String {
+pub(crate) fn device(node: &str, detail: &DeviceDetail) -> String {
     let mut out = format!(
         "{node}/{}: {}\n",
-        text(&detail["id"]),
-        text(&detail["status"])
+        detail.summary.id,
+        device_status(detail.summary.status)
     );
-    for field in detail["fields"].as_array().into_iter().flatten() {
-        if field["status"] == "ok" {
-            let _ = writeln!(
-                out,
-                "{}: {} {}",
-                text(&field["name"]),
-                text(&field["text"]),
-                text(&field["unit"])
-            );
-        }
+    for field in detail.fields.iter().filter(|f| f.status == FieldStatus::Ok) {
+        let _ = writeln!(
+            out,
+            "{}: {} {}",
+            field.name,
+            field.text.as_deref().unwrap_or("-"),
+            field.unit
+        );
     }
     let alarms = alarm_texts(detail);
     if alarms.is_empty() {
@@ -86,13 +87,12 @@ pub(crate) fn device(node: &str, detail: &Value) -> String {
 }
 
 /// The texts of a device's active alarm flags.
-pub(crate) fn alarm_texts(detail: &Value) -> Vec<String> {
-    detail["alarms"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|group| group["flags"].as_array().cloned().unwrap_or_default())
-        .map(|flag| text(&flag["text"]))
+pub(crate) fn alarm_texts(detail: &DeviceDetail) -> Vec<String> {
+    detail
+        .alarms
+        .iter()
+        .flat_map(|group| &group.flags)
+        .map(|flag| flag.text.clone())
         .collect()
 }
 
@@ -110,9 +110,8 @@ pub(crate) fn alarms(found: &[(String, String, Vec<String>)], unreachable: &[Str
     clip(out.trim_end().to_string())
 }
 
-pub(crate) fn stats(node: &str, answer: &Value) -> String {
-    let m = &answer["metrics"];
-    let get = |key: &str| m[key].as_f64();
+pub(crate) fn stats(node: &str, answer: &Node) -> String {
+    let get = |key: &str| answer.metrics.get(key).copied();
     let mut out = format!("{node}\n");
     if let Some(cpu) = get("cpu.total") {
         let _ = writeln!(out, "CPU {cpu:.0}%");
@@ -128,82 +127,80 @@ pub(crate) fn stats(node: &str, answer: &Value) -> String {
             total / 1048576.0
         );
     }
-    for (key, value) in m.as_object().into_iter().flatten() {
-        if let (Some(mount), Some(pct)) = (
-            key.strip_prefix("disk.")
-                .and_then(|k| k.strip_suffix(".used_pct")),
-            value.as_f64(),
-        ) {
+    for (key, pct) in &answer.metrics {
+        if let Some(mount) = key
+            .strip_prefix("disk.")
+            .and_then(|k| k.strip_suffix(".used_pct"))
+        {
             let _ = writeln!(out, "disk {mount} {pct:.0}% used");
         }
     }
-    if let Some(up) = answer["agent_uptime_s"].as_u64() {
-        let _ = write!(out, "agent up {}", humantime::format_duration(secs(up)));
-    }
+    let up = std::time::Duration::from_secs(answer.agent_uptime_s);
+    let _ = write!(out, "agent up {}", humantime::format_duration(up));
     clip(out)
 }
 
-pub(crate) fn events(node: &str, answer: &Value) -> String {
-    let events = answer["events"].as_array().cloned().unwrap_or_default();
-    if events.is_empty() {
+pub(crate) fn events(node: &str, answer: &EventList) -> String {
+    if answer.events.is_empty() {
         return format!("{node}: no events");
     }
     let mut out = format!("{node}: latest events\n");
-    for e in events.iter().rev().take(10).rev() {
+    let skip = answer.events.len().saturating_sub(10);
+    for e in &answer.events[skip..] {
         let _ = writeln!(
             out,
             "{} {} {} {} {}",
-            text(&e["at"]),
-            text(&e["device"]),
-            text(&e["kind"]),
-            text(&e["subject"]),
-            text(&e["detail"])
+            e.at,
+            e.device,
+            event_kind(e.kind),
+            e.subject,
+            e.detail
         );
     }
     clip(out)
 }
 
-/// Any other answer: its fields, one per line.
-pub(crate) fn fields(title: &str, answer: &Value) -> String {
-    let mut out = format!("{title}\n");
-    match answer.as_object() {
-        Some(map) => {
-            for (key, value) in map {
-                let _ = writeln!(out, "{key}: {}", text(value));
-            }
-        }
-        None => out.push_str(&text(answer)),
-    }
-    clip(out)
+pub(crate) fn throughput(title: &str, answer: &Throughput) -> String {
+    clip(format!(
+        "{title}\nnode: {}\nbytes: {}\ndownload_bps: {}\nupload_bps: {}",
+        answer.node, answer.bytes, answer.download_bps, answer.upload_bps
+    ))
 }
 
 /// A failed API answer, with its message when it has one.
 pub(crate) fn failure(what: &str, status: u16, body: &[u8]) -> String {
-    let message = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("status {status}"));
+    let message = serde_json::from_slice::<ErrorBody>(body)
+        .map(|e| e.error.message)
+        .unwrap_or_else(|_| format!("status {status}"));
     format!("{what} failed: {message}")
 }
 
-fn health_mark(status: Option<&str>) -> &'static str {
+fn health_mark(status: DeviceStatus) -> &'static str {
     match status {
-        Some("online") => "🟢",
-        Some("failing" | "pending") => "🟡",
-        _ => "🔴",
+        DeviceStatus::Online => "🟢",
+        DeviceStatus::Failing | DeviceStatus::Pending => "🟡",
+        DeviceStatus::Offline => "🔴",
     }
 }
 
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
+fn device_status(status: DeviceStatus) -> &'static str {
+    match status {
+        DeviceStatus::Pending => "pending",
+        DeviceStatus::Online => "online",
+        DeviceStatus::Failing => "failing",
+        DeviceStatus::Offline => "offline",
     }
 }
 
-fn secs(s: u64) -> std::time::Duration {
-    std::time::Duration::from_secs(s)
+fn event_kind(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Raised => "raised",
+        EventKind::Cleared => "cleared",
+        EventKind::SensorLost => "sensor_lost",
+        EventKind::SensorBack => "sensor_back",
+        EventKind::DeviceUnreachable => "device_unreachable",
+        EventKind::DeviceBack => "device_back",
+    }
 }
 
 fn clip(mut out: String) -> String {
@@ -219,16 +216,37 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Test answers are written as the API's JSON, the outside view the bot decodes.
+    fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+        serde_json::from_value(value).expect("an API answer")
+    }
+
+    fn summary(id: &str, bus: &str, unit: u8) -> serde_json::Value {
+        json!({
+            "id": id, "model": "kub1063", "bus": bus, "link": "tcp 127.0.0.1:5020", "unit": unit,
+            "poll_interval_ms": 10000, "status": "online", "last_poll": null, "last_ok": null,
+            "last_error": null, "consecutive_failures": 0,
+            "counters": {"polls_ok": 1, "polls_failed": 0, "requests": 11, "timeouts": 0,
+                "crc_framing": 0, "exceptions": 0, "io": 0, "exception_codes": {}}
+        })
+    }
+
     #[test]
     fn a_device_shows_good_readings_and_its_alarms() {
-        let detail = json!({
-            "id": "house1", "status": "online",
-            "fields": [
-                {"name": "Temperature", "text": "21.5", "unit": "°C", "status": "ok"},
-                {"name": "Humidity", "text": null, "unit": "%", "status": "sensor_fault"}
-            ],
-            "alarms": [{"group": "alarms", "flags": [{"text": "High temperature"}]}]
-        });
+        let mut detail = summary("house1", "rs485", 1);
+        let field = |name: &str, text: Option<&str>, unit: &str, status: &str| {
+            json!({"key": name, "address": "0x0101", "table": "input", "name": name,
+                "raw": 215, "value": null, "text": text, "unit": unit, "status": status,
+                "at": "2026-12-02T04:00:00.000Z"})
+        };
+        detail["fields"] = json!([
+            field("Temperature", Some("21.5"), "°C", "ok"),
+            field("Humidity", None, "%", "break"),
+        ]);
+        detail["alarms"] = json!([{"group": "active_alarms", "mask": "0x0000000000000001",
+            "flags": [{"bit": 0, "key": "high_temp", "text": "High temperature"}]}]);
+        detail["outputs_on"] = json!([]);
+        let detail: DeviceDetail = decode(detail);
         let reply = device("farm1", &detail);
         assert_eq!(
             reply,
@@ -249,10 +267,17 @@ mod tests {
 
     #[test]
     fn long_replies_are_clipped_for_telegram() {
-        let list = json!({"devices": (0..300).map(|i| json!({
-            "id": format!("device-with-a-long-name-{i}"), "status": "online", "bus": "rs485-main", "unit": i
-        })).collect::<Vec<_>>()});
-        let reply = devices("farm1", &list);
+        let devices: Vec<_> = (0..300)
+            .map(|i| {
+                summary(
+                    &format!("device-with-a-long-name-{i}"),
+                    "rs485-main",
+                    (i % 247 + 1) as u8,
+                )
+            })
+            .collect();
+        let list: DeviceList = decode(json!({ "devices": devices }));
+        let reply = super::devices("farm1", &list);
         assert!(reply.chars().count() <= MAX_CHARS + 1);
         assert!(reply.ends_with('…'));
     }

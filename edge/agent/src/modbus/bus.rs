@@ -9,10 +9,12 @@ use constella_kub1063::{RESET_ALARMS, RegisterAddr, register};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::link::{Link, PollError};
+use super::link::Link;
 use super::schedule::Schedule;
 use crate::config::{self, Config};
-use crate::devices::{Command, Counters, DeviceState, Health, Registry, Sample};
+use crate::devices::{Command, Counters, DeviceState, Registry, Sample};
+use crate::outcome::Health;
+use crate::outcome::PollError;
 use constella_modbus::plan::{Block, full_poll};
 
 /// Builds the device table and one runner per bus that has devices. Spawn every runner. After

@@ -18,60 +18,11 @@ use tokio_modbus::client::Client as _;
 use tokio_modbus::prelude::{Request, Response, SlaveContext as _};
 use tokio_serial::SerialStream;
 
+use crate::outcome::{ErrorClass, PollError};
 use crate::{config, serial};
 use constella_kub1063::Table;
 use constella_modbus::pdu::CRC as RTU_CRC;
 use constella_modbus::plan::Block;
-
-/// Why one request failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum PollError {
-    #[error("no reply within {0:?}")]
-    Timeout(Duration),
-    #[error("reply with a bad CRC")]
-    Crc,
-    #[error("malformed reply: {0}")]
-    Framing(String),
-    #[error("exception {0:#04x} ({name})", name = exception_name(*.0))]
-    Exception(u8),
-    #[error("I/O error: {0}")]
-    Io(String),
-}
-
-/// The four classes errors are counted in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ErrorClass {
-    Timeout,
-    CrcFraming,
-    Exception,
-    Io,
-}
-
-impl PollError {
-    pub(crate) fn class(&self) -> ErrorClass {
-        match self {
-            PollError::Timeout(_) => ErrorClass::Timeout,
-            PollError::Crc | PollError::Framing(_) => ErrorClass::CrcFraming,
-            PollError::Exception(_) => ErrorClass::Exception,
-            PollError::Io(_) => ErrorClass::Io,
-        }
-    }
-}
-
-fn exception_name(code: u8) -> &'static str {
-    match code {
-        0x01 => "illegal function",
-        0x02 => "illegal data address",
-        0x03 => "illegal data value",
-        0x04 => "server device failure",
-        0x05 => "acknowledge",
-        0x06 => "server device busy",
-        0x08 => "memory parity error",
-        0x0A => "gateway path unavailable",
-        0x0B => "gateway target failed to respond",
-        _ => "unknown",
-    }
-}
 
 /// An open link to a bus.
 pub(crate) struct Link {

@@ -7,4 +7,3 @@ mod link;
 mod schedule;
 
 pub(crate) use bus::start;
-pub(crate) use link::{ErrorClass, PollError};
