@@ -170,7 +170,10 @@ fn three_nodes_join_elect_fail_over_and_survive_a_partition() {
     wait_until("bravo takes over in the majority", || {
         holder(&bravo.nodes()).is_some_and(|(h, e)| h == "bravo" && e > epoch)
     });
-    assert_eq!(charlie.nodes()["lease_holder"], "bravo");
+    // charlie learns of the new holder from bravo's claim and the gossiped record.
+    wait_until("charlie sees bravo hold the lease", || {
+        charlie.nodes()["lease_holder"] == "bravo"
+    });
     assert_eq!(
         alpha.nodes()["bot_running"],
         false,
