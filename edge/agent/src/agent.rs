@@ -7,10 +7,11 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::cluster::Method;
 use crate::config::Config;
 use crate::devices::Registry;
 use crate::recorder::{History, Recorder};
-use crate::{api, cluster, modbus, state};
+use crate::{api, bot, cluster, modbus, state};
 
 /// A running agent; dropping it stops the pollers, the recorder and the API.
 pub(crate) struct Agent {
@@ -36,9 +37,9 @@ impl Agent {
             polls_rx,
         )?;
         let router_cell: Arc<OnceLock<axum::Router>> = Arc::default();
+        let local = local_call(router_cell.clone(), token.clone());
         let cluster = if cluster::exists(&config.state_dir) {
-            let local = local_call(router_cell.clone(), token.clone());
-            Some(cluster::start(&config.state_dir, config.cluster.clone(), local).await?)
+            Some(cluster::start(&config.state_dir, config.cluster.clone(), local.clone()).await?)
         } else {
             None
         };
@@ -58,6 +59,11 @@ impl Agent {
         let cluster_listen = cluster.map(|started| {
             tasks.push(tokio::spawn(started.serve));
             tasks.push(tokio::spawn(started.run));
+            tasks.push(tokio::spawn(bot::host(
+                started.turns,
+                started.handle,
+                local,
+            )));
             started.listen
         });
         let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -103,7 +109,7 @@ impl Drop for Agent {
 
 /// Cluster calls run against this node's own API, in-process, with its own token.
 fn local_call(router: Arc<OnceLock<axum::Router>>, token: String) -> cluster::LocalCall {
-    Arc::new(move |post, path| {
+    Arc::new(move |method, path| {
         let router = router.get().cloned();
         let token = token.clone();
         Box::pin(async move {
@@ -115,7 +121,10 @@ fn local_call(router: Arc<OnceLock<axum::Router>>, token: String) -> cluster::Lo
                         .to_vec(),
                 );
             };
-            let method = if post { "POST" } else { "GET" };
+            let method = match method {
+                Method::Get => "GET",
+                Method::Post => "POST",
+            };
             let request = axum::http::Request::builder()
                 .method(method)
                 .uri(path)

@@ -10,6 +10,8 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use constella_api::cluster::{InviteLink, InviteRequest, NodeRow, NodeStatus, Nodes, Throughput};
 
+use constella_cluster::table::Liveness;
+
 use super::{ApiError, AppState};
 use crate::cluster::{self, Call, Command, Handle};
 
@@ -54,10 +56,9 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Nodes>, A
                 name: n.name,
                 node_id: n.node_id.to_string(),
                 addr: n.addr,
-                status: if n.status == "alive" {
-                    NodeStatus::Alive
-                } else {
-                    NodeStatus::Down
+                status: match n.status {
+                    Liveness::Alive => NodeStatus::Alive,
+                    Liveness::Down => NodeStatus::Down,
                 },
                 last_seen: n.last_seen,
                 priority: n.priority,
@@ -132,12 +133,12 @@ pub(super) async fn proxy(
     if method == Method::POST && rest == "speedtest" {
         return speedtest(&state, name).await;
     }
-    let call = Call::from_path(
-        method == Method::POST,
-        &rest,
-        query.as_deref().unwrap_or(""),
-    )
-    .ok_or_else(|| {
+    let method = if method == Method::POST {
+        cluster::Method::Post
+    } else {
+        cluster::Method::Get
+    };
+    let call = Call::from_path(method, &rest, query.as_deref().unwrap_or("")).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

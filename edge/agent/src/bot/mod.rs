@@ -1,5 +1,6 @@
-//! The Telegram bot. It runs only on the node holding the bot lease (the cluster starts and stops
-//! it) and answers only the network's owner.
+//! The Telegram bot. It runs only on the node holding the bot lease: the cluster hands this node a
+//! bot turn (`cluster::BotTurn`) while it holds the lease, and `host` runs the bot for that turn
+//! and stops it when the turn ends. It answers only the network's owner.
 //!
 //! Each update is answered at most once across the cluster, by confirming it to Telegram before
 //! acting on it: a batch from `getUpdates` is handled only after the next `getUpdates` call, whose
@@ -22,8 +23,9 @@ use teloxide_core::types::{AllowedUpdate, Message, ReplyParameters, Update, Upda
 use teloxide_core::{ApiError, Bot, RequestError};
 use tokio::sync::watch;
 
-use crate::cluster::{self, Command};
+use crate::cluster::{self, BotEvent, BotExit, BotTurn, Command, Event, Method};
 use commands::BotCommand;
+use constella_cluster::table::Liveness;
 
 /// How long one `getUpdates` waits for news when there is nothing to confirm.
 const LONG_POLL_SECS: u32 = 10;
@@ -45,13 +47,56 @@ pub(crate) struct BotSetup {
     pub(crate) local: cluster::LocalCall,
 }
 
-/// Why the bot returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Exit {
-    /// The cluster asked it to stop.
-    Stopped,
-    /// Another `getUpdates` poller terminated ours (HTTP 409).
-    Fenced,
+/// Runs the bot whenever the cluster gives this node a turn: starts it from the turn's offset,
+/// stops it when the turn ends or moves to another epoch (letting a confirming call finish), and
+/// reports confirmed offsets and how it ended back to the cluster.
+pub(crate) async fn host(
+    mut turns: watch::Receiver<Option<BotTurn>>,
+    cluster: cluster::Handle,
+    local: cluster::LocalCall,
+) {
+    loop {
+        let turn = turns.borrow_and_update().clone();
+        let Some(turn) = turn else {
+            if turns.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let epoch = turn.epoch;
+        let setup = BotSetup {
+            api_url: turn.api_url,
+            token: turn.token,
+            owner: turn.owner,
+            cluster: cluster.clone(),
+            local: local.clone(),
+        };
+        let (stop, stopped) = watch::channel(false);
+        let report = cluster.clone();
+        let bot = run(setup, turn.offset, stopped, move |offset| {
+            report.try_deliver(Event::Bot(BotEvent::Offset { epoch, offset }));
+        });
+        tokio::pin!(bot);
+        let mut cluster_gone = false;
+        let exit = loop {
+            tokio::select! {
+                exit = &mut bot => break exit,
+                changed = turns.changed(), if !cluster_gone => {
+                    cluster_gone = changed.is_err();
+                    let same_turn = turns.borrow().as_ref().map(|t| t.epoch) == Some(epoch);
+                    if cluster_gone || !same_turn {
+                        let _ = stop.send(true);
+                    }
+                }
+            }
+        };
+        if cluster_gone {
+            return;
+        }
+        cluster
+            .deliver(Event::Bot(BotEvent::Exited { epoch, exit }))
+            .await;
+    }
 }
 
 /// Polls Telegram from `offset` until `stop` turns true or another poller fences it. After every
@@ -61,13 +106,13 @@ pub(crate) async fn run(
     mut offset: u64,
     mut stop: watch::Receiver<bool>,
     on_offset: impl Fn(u64),
-) -> Exit {
+) -> BotExit {
     let client = match teloxide_core::net::default_reqwest_settings().build() {
         Ok(client) => client,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the Telegram HTTP client");
             let _ = stop.wait_for(|s| *s).await;
-            return Exit::Stopped;
+            return BotExit::Stopped;
         }
     };
     let bot = Bot::with_client(setup.token.clone(), client).set_api_url(setup.api_url.clone());
@@ -89,12 +134,12 @@ pub(crate) async fn run(
         }
         if *stop.borrow() {
             // Whatever is pending is unconfirmed: the next holder receives it.
-            return Exit::Stopped;
+            return BotExit::Stopped;
         }
         let answer = if pending.is_empty() {
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => return Exit::Stopped,
+                _ = stop.wait_for(|s| *s) => return BotExit::Stopped,
                 answer = request.send() => answer,
             }
         } else {
@@ -106,7 +151,7 @@ pub(crate) async fn run(
             Ok(updates) if std::mem::take(&mut first_call) && !updates.is_empty() => {
                 // Not ours yet: ask again after the grace; what is still there is unclaimed.
                 tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return Exit::Stopped,
+                    _ = stop.wait_for(|s| *s) => return BotExit::Stopped,
                     () = tokio::time::sleep(FIRST_BATCH_GRACE) => {}
                 }
             }
@@ -127,7 +172,7 @@ pub(crate) async fn run(
                     dropped = pending.len(),
                     "another getUpdates poller is active for this bot token; stopping the bot"
                 );
-                return Exit::Fenced;
+                return BotExit::Fenced;
             }
             Err(e) => {
                 let fatal = matches!(e, RequestError::Api(ApiError::InvalidToken));
@@ -139,7 +184,7 @@ pub(crate) async fn run(
                 // Unconfirmed updates stay with Telegram and come back on the next call.
                 pending.clear();
                 tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return Exit::Stopped,
+                    _ = stop.wait_for(|s| *s) => return BotExit::Stopped,
                     () = tokio::time::sleep(if fatal { RETRY_MAX } else { retry }) => {}
                 }
                 retry = (retry * 2).min(RETRY_MAX);
@@ -192,27 +237,34 @@ async fn execute(setup: &BotSetup, command: BotCommand) -> String {
         },
         BotCommand::Devices { node } => {
             let what = format!("/devices {node}");
-            api(setup, false, node_path(&node, "devices"), &what, |v| {
-                replies::devices(&node, v)
-            })
+            api(
+                setup,
+                Method::Get,
+                node_path(&node, "devices"),
+                &what,
+                |v| replies::devices(&node, v),
+            )
             .await
         }
         BotCommand::Device { node, device } => {
             let what = format!("/device {node} {device}");
             let path = node_path(&node, &format!("devices/{device}"));
-            api(setup, false, path, &what, |v| replies::device(&node, v)).await
+            api(setup, Method::Get, path, &what, |v| {
+                replies::device(&node, v)
+            })
+            .await
         }
         BotCommand::Alarms => alarms(setup).await,
         BotCommand::Stats { node } => {
             let what = format!("/stats {node}");
-            api(setup, false, node_path(&node, "node"), &what, |v| {
+            api(setup, Method::Get, node_path(&node, "node"), &what, |v| {
                 replies::stats(&node, v)
             })
             .await
         }
         BotCommand::Events { node } => {
             let what = format!("/events {node}");
-            api(setup, false, node_path(&node, "events"), &what, |v| {
+            api(setup, Method::Get, node_path(&node, "events"), &what, |v| {
                 replies::events(&node, v)
             })
             .await
@@ -220,7 +272,7 @@ async fn execute(setup: &BotSetup, command: BotCommand) -> String {
         BotCommand::ResetAlarms { node, device } => {
             let what = format!("/reset {node} {device}");
             let path = node_path(&node, &format!("devices/{device}/reset-alarms"));
-            api(setup, true, path, &what, |_: &IgnoredAny| {
+            api(setup, Method::Post, path, &what, |_: &IgnoredAny| {
                 format!("Alarms of {node}/{device} reset.")
             })
             .await
@@ -229,7 +281,7 @@ async fn execute(setup: &BotSetup, command: BotCommand) -> String {
             let what = format!("/reboot {node}");
             api(
                 setup,
-                true,
+                Method::Post,
                 node_path(&node, "reboot"),
                 &what,
                 |_: &IgnoredAny| format!("{node} is rebooting."),
@@ -238,9 +290,13 @@ async fn execute(setup: &BotSetup, command: BotCommand) -> String {
         }
         BotCommand::Speedtest { node } => {
             let what = format!("/speedtest {node}");
-            api(setup, true, node_path(&node, "speedtest"), &what, |v| {
-                replies::throughput(&format!("Speed test with {node}"), v)
-            })
+            api(
+                setup,
+                Method::Post,
+                node_path(&node, "speedtest"),
+                &what,
+                |v| replies::throughput(&format!("Speed test with {node}"), v),
+            )
             .await
         }
         BotCommand::Invite { ttl } => {
@@ -266,12 +322,12 @@ async fn execute(setup: &BotSetup, command: BotCommand) -> String {
 /// Calls this node's API in-process and renders the answer.
 async fn api<T: DeserializeOwned>(
     setup: &BotSetup,
-    post: bool,
+    method: Method,
     path: String,
     what: &str,
     render: impl FnOnce(&T) -> String,
 ) -> String {
-    let (status, body) = (setup.local)(post, path).await;
+    let (status, body) = (setup.local)(method, path).await;
     if status != 200 {
         return replies::failure(what, status, &body);
     }
@@ -288,15 +344,15 @@ async fn alarms(setup: &BotSetup) -> String {
     };
     let mut found = Vec::new();
     let mut unreachable = Vec::new();
-    for row in table.nodes.iter().filter(|r| r.status == "alive") {
-        let list = (setup.local)(false, routes::on_node(&row.name, "devices")).await;
+    for row in table.nodes.iter().filter(|r| r.status == Liveness::Alive) {
+        let list = (setup.local)(Method::Get, routes::on_node(&row.name, "devices")).await;
         let Some(list) = ok_json::<DeviceList>(list) else {
             unreachable.push(row.name.clone());
             continue;
         };
         for device in &list.devices {
             let path = routes::on_node(&row.name, &format!("devices/{}", device.id));
-            if let Some(detail) = ok_json::<DeviceDetail>((setup.local)(false, path).await) {
+            if let Some(detail) = ok_json::<DeviceDetail>((setup.local)(Method::Get, path).await) {
                 let texts = replies::alarm_texts(&detail);
                 if !texts.is_empty() {
                     found.push((row.name.clone(), device.id.clone(), texts));

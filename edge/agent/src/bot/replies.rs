@@ -8,7 +8,7 @@ use constella_api::devices::{DeviceDetail, DeviceList, DeviceStatus, FieldStatus
 use constella_api::history::{EventKind, EventList};
 use constella_api::node::Node;
 
-use crate::cluster::Table;
+use constella_cluster::table::{Liveness, Table};
 
 /// Telegram refuses messages longer than 4096 characters.
 const MAX_CHARS: usize = 4000;
@@ -26,7 +26,7 @@ pub(crate) fn table(table: &Table) -> String {
         let _ = writeln!(
             out,
             "{} {} ({}){}",
-            if row.status == "alive" {
+            if row.status == Liveness::Alive {
                 "🟢"
             } else {
                 "🔴"

@@ -4,16 +4,10 @@
 //! listener (envelopes and join requests, reachable by peers) and returns a `Handle` for the API
 //! plus the loop to spawn.
 
-mod envelope;
-mod identity;
-mod invite;
-mod lease;
-mod membership;
 mod netstate;
 mod node;
 mod setup;
 mod transport;
-mod wire;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -28,16 +22,18 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use tokio::sync::oneshot;
 
-pub(crate) use invite::parse_ttl;
+pub(crate) use constella_cluster::invite::parse_ttl;
+pub(crate) use constella_cluster::wire::{Call, Method};
 pub(crate) use netstate::exists;
 pub(crate) use node::unix_now;
-pub(crate) use node::{Command, Handle, LocalCall, Settings, Table};
+pub(crate) use node::{BotEvent, BotExit, BotTurn, Command, Event, Handle, LocalCall, Settings};
 pub(crate) use setup::{InitOptions, JoinOptions, NodeOptions, init, join};
-pub(crate) use wire::Call;
 
 /// A started cluster: the handle, the address peers reach, and the tasks to spawn.
 pub(crate) struct Started {
     pub(crate) handle: Handle,
+    /// The bot turns this node is given while it holds the lease.
+    pub(crate) turns: tokio::sync::watch::Receiver<Option<BotTurn>>,
     pub(crate) listen: SocketAddr,
     pub(crate) serve: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
     pub(crate) run: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -50,7 +46,7 @@ pub(crate) async fn start(
 ) -> anyhow::Result<Started> {
     let transport = transport::HttpTransport::new();
     let traffic = transport.traffic.clone();
-    let (handle, node) = node::Node::open(
+    let (handle, node, turns) = node::Node::open(
         dir.to_path_buf(),
         settings,
         Arc::new(transport),
@@ -71,7 +67,9 @@ pub(crate) async fn start(
     let app = Router::new()
         .route(transport::MESSAGE_PATH, post(message))
         .route(transport::JOIN_PATH, post(join_request))
-        .layer(DefaultBodyLimit::max(envelope::MAX_BODY + 4096))
+        .layer(DefaultBodyLimit::max(
+            constella_cluster::envelope::MAX_BODY + 4096,
+        ))
         .with_state(ServerState {
             handle: handle.clone(),
             traffic,
@@ -83,6 +81,7 @@ pub(crate) async fn start(
     });
     Ok(Started {
         handle,
+        turns,
         listen,
         serve,
         run: Box::pin(node.run()),

@@ -14,115 +14,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use super::identity::{NodeId, NodeKey, PublicKey};
+use constella_cluster::identity::{NodeId, NodeKey, PublicKey};
+use constella_cluster::lease;
+use constella_cluster::shared::{Invite, PeerInfo, Shared};
+
 use crate::state;
 
 pub(crate) const STATE_FILE: &str = "network_state.json";
 pub(crate) const SECRETS_FILE: &str = "secrets.json";
-
-/// The part of the state that every node converges on by gossip.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Shared {
-    pub(crate) peers: BTreeMap<NodeId, PeerInfo>,
-    pub(crate) removed: BTreeSet<NodeId>,
-    pub(crate) bot_lease: LeaseRecord,
-    pub(crate) invites: BTreeMap<String, Invite>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct PeerInfo {
-    pub(crate) name: String,
-    pub(crate) addr: String,
-    pub(crate) public_key: PublicKey,
-    pub(crate) priority: u32,
-    pub(crate) bot: bool,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct LeaseRecord {
-    pub(crate) holder: Option<NodeId>,
-    pub(crate) epoch: u64,
-    pub(crate) offset: u64,
-}
-
-/// An invite: its key sealed under the network key, its expiry (unix seconds) and who used it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Invite {
-    pub(crate) sealed_key: Vec<u8>,
-    pub(crate) expires_at: u64,
-    pub(crate) used_by: Option<String>,
-}
-
-impl Shared {
-    /// Merges another node's view: peers and invites are unions, removals win over peers, the
-    /// lease with the higher epoch wins, offsets only grow and an invite once used stays used.
-    /// Returns true if anything changed.
-    pub(crate) fn merge(&mut self, other: &Shared) -> bool {
-        let before = self.clone();
-        self.removed.extend(other.removed.iter().copied());
-        for (id, info) in &other.peers {
-            let name_taken = self
-                .peers
-                .iter()
-                .any(|(other_id, p)| p.name == info.name && other_id != id && *other_id < *id);
-            if !name_taken {
-                self.peers.entry(*id).or_insert_with(|| info.clone());
-            }
-        }
-        // Two nodes that joined at once under one name through different seeds: the smaller
-        // node id keeps it everywhere.
-        let mut by_name: BTreeMap<String, NodeId> = BTreeMap::new();
-        for (id, p) in &self.peers {
-            by_name.entry(p.name.clone()).or_insert(*id);
-        }
-        self.peers.retain(|id, p| by_name.get(&p.name) == Some(id));
-        let removed = self.removed.clone();
-        self.peers.retain(|id, _| !removed.contains(id));
-        if other.bot_lease.epoch > self.bot_lease.epoch {
-            self.bot_lease.holder = other.bot_lease.holder;
-            self.bot_lease.epoch = other.bot_lease.epoch;
-        }
-        self.bot_lease.offset = self.bot_lease.offset.max(other.bot_lease.offset);
-        for (id, invite) in &other.invites {
-            let entry = self
-                .invites
-                .entry(id.clone())
-                .or_insert_with(|| invite.clone());
-            // Two redemptions of one invite resolve the same way everywhere (the smaller name),
-            // so the states still converge.
-            let replace = match (&entry.used_by, &invite.used_by) {
-                (None, Some(_)) => true,
-                (Some(mine), Some(theirs)) => theirs < mine,
-                _ => false,
-            };
-            if replace {
-                entry.used_by.clone_from(&invite.used_by);
-            }
-        }
-        *self != before
-    }
-
-    /// A digest of the shared state, to skip sending it when a peer already has the same.
-    pub(crate) fn digest(&self) -> [u8; 32] {
-        use sha2::Digest as _;
-        // postcard of BTreeMaps is deterministic; encoding a plain struct cannot fail.
-        let bytes = postcard::to_allocvec(self).unwrap_or_default();
-        sha2::Sha256::digest(&bytes).into()
-    }
-
-    /// Drops invites that expired more than a day ago (used ones are kept as long, then go too).
-    pub(crate) fn prune_invites(&mut self, unix_now: u64) {
-        self.invites
-            .retain(|_, i| i.expires_at.saturating_add(86_400) > unix_now);
-    }
-
-    pub(crate) fn peer_by_name(&self, name: &str) -> Option<(NodeId, &PeerInfo)> {
-        self.peers
-            .iter()
-            .find(|(_, p)| p.name == name)
-            .map(|(id, p)| (*id, p))
-    }
-}
 
 /// What a node last saw of a peer (local, not gossiped).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,7 +41,7 @@ pub(crate) struct NetworkState {
     #[serde(with = "peer_list")]
     pub(crate) peers: (BTreeMap<NodeId, PeerInfo>, BTreeMap<NodeId, Seen>),
     pub(crate) removed: BTreeSet<NodeId>,
-    pub(crate) bot_lease: LeaseRecord,
+    pub(crate) bot_lease: lease::Record,
     pub(crate) invites: BTreeMap<String, Invite>,
     /// Highest message counter accepted from each sender, so a restart does not reopen replays.
     pub(crate) replay_floor: BTreeMap<NodeId, u64>,

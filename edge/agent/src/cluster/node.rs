@@ -1,6 +1,7 @@
-//! The cluster's async shell: one task owns the membership core, the lease core, the shared
-//! state and the replay windows, and reacts to a closed set of events. Every exchange with a
-//! peer runs in its own task with its own deadline, so a hung peer never stalls the loop.
+//! The cluster's async shell: one task owns the cores of `constella_cluster` (membership, lease,
+//! inbox, anti-entropy) and the node's state, and reacts to a closed set of events. Every
+//! exchange with a peer runs in its own task with its own deadline, so a hung peer never stalls
+//! the loop. Decisions live in the cores; this file does I/O, the clock and persistence.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,20 +9,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use constella_cluster::admission::{self, CheckedJoin, Consumed, Decision};
+use constella_cluster::envelope::{self, Header, NetworkId};
+use constella_cluster::identity::{NodeId, NodeKey, PublicKey};
+use constella_cluster::inbox::{Inbox, Members, Refused};
+use constella_cluster::invite;
+use constella_cluster::lease::{self, Lease, LeaseConfig, Output};
+use constella_cluster::membership::{Change, Membership, Timing};
+use constella_cluster::shared::{Invite, PeerInfo, Shared};
+use constella_cluster::sync::AntiEntropy;
+use constella_cluster::table::{self, Sources, Table};
+use constella_cluster::wire::{
+    self, Call, JoinReply, Method, Refusal, Reply, Request, Response, Welcome,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::bot;
-
-use super::envelope::{self, Header, NetworkId, Rejected, ReplayWindow};
-use super::identity::{NodeId, NodeKey, PublicKey};
-use super::invite;
-use super::lease::{self, Lease, LeaseConfig, Output, Standing, View};
-use super::membership::{Change, Membership, Timing};
-use super::netstate::{self, Invite, NetworkState, PeerInfo, Secrets, Seen, Shared};
-use super::transport::{JOIN_PATH, MESSAGE_PATH, Transport, TransportError};
-use super::wire::{
-    self, Call, Hello, JoinReply, JoinRequest, Refusal, Reply, Request, Response, Welcome,
-};
+use super::netstate::{self, NetworkState, Secrets, Seen};
+use super::transport::{MESSAGE_PATH, Traffic, Transport};
 
 /// Cluster settings from the configuration file.
 #[derive(Clone, Debug)]
@@ -71,41 +75,10 @@ impl Settings {
 
 /// Runs a call against this node's own API (the agent passes its router in).
 pub(crate) type LocalCall = Arc<
-    dyn Fn(bool, String) -> std::pin::Pin<Box<dyn Future<Output = (u16, Vec<u8>)> + Send>>
+    dyn Fn(Method, String) -> std::pin::Pin<Box<dyn Future<Output = (u16, Vec<u8>)> + Send>>
         + Send
         + Sync,
 >;
-
-/// One row of the cluster table.
-#[derive(Clone, Debug)]
-pub(crate) struct NodeRow {
-    pub(crate) name: String,
-    pub(crate) node_id: NodeId,
-    pub(crate) addr: String,
-    pub(crate) status: &'static str,
-    pub(crate) last_seen: Option<u64>,
-    pub(crate) priority: u32,
-    pub(crate) bot: bool,
-    pub(crate) leader: bool,
-    pub(crate) lease_holder: bool,
-    pub(crate) this_node: bool,
-}
-
-/// The cluster as this node sees it.
-#[derive(Clone, Debug)]
-pub(crate) struct Table {
-    pub(crate) network_id: String,
-    pub(crate) owner: String,
-    pub(crate) nodes: Vec<NodeRow>,
-    pub(crate) lease_holder: Option<String>,
-    pub(crate) epoch: u64,
-    pub(crate) bot_running: bool,
-    /// A 409 from Telegram stopped this node's bot; it claims nothing until the fence ends.
-    pub(crate) bot_fenced: bool,
-    pub(crate) rejected: BTreeMap<String, u64>,
-    pub(crate) traffic_sent: u64,
-    pub(crate) traffic_received: u64,
-}
 
 /// What the API can ask of the cluster.
 pub(crate) enum Command {
@@ -151,7 +124,27 @@ pub(crate) enum Event {
     Bot(BotEvent),
 }
 
-/// What the bot task reports to the loop.
+/// The bot's turn this node holds: the agent runs the bot while it is `Some`.
+#[derive(Clone)]
+pub(crate) struct BotTurn {
+    pub(crate) epoch: u64,
+    /// The first update id to ask Telegram for.
+    pub(crate) offset: u64,
+    pub(crate) token: String,
+    pub(crate) owner: String,
+    pub(crate) api_url: url::Url,
+}
+
+/// How the bot of a turn ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BotExit {
+    /// The turn ended and the bot was told to stop.
+    Stopped,
+    /// Another `getUpdates` poller terminated ours (HTTP 409).
+    Fenced,
+}
+
+/// What the bot reports to the loop.
 pub(crate) enum BotEvent {
     /// Updates below `offset` are confirmed; the lease carries it to the next holder.
     Offset {
@@ -160,14 +153,8 @@ pub(crate) enum BotEvent {
     },
     Exited {
         epoch: u64,
-        exit: bot::Exit,
+        exit: BotExit,
     },
-}
-
-/// The bot task of the lease this node holds.
-struct RunningBot {
-    epoch: u64,
-    stop: watch::Sender<bool>,
 }
 
 /// A cheap handle to the running cluster.
@@ -188,6 +175,12 @@ impl Handle {
 
     pub(crate) async fn deliver(&self, event: Event) {
         let _ = self.events.send(event).await;
+    }
+
+    /// Reports without waiting; a report lost to a full queue is harmless when a later one
+    /// supersedes it (offsets only grow).
+    pub(crate) fn try_deliver(&self, event: Event) {
+        let _ = self.events.try_send(event);
     }
 }
 
@@ -222,43 +215,38 @@ pub(crate) struct Node {
     settings: Settings,
     membership: Membership,
     lease: Lease,
-    windows: BTreeMap<NodeId, ReplayWindow>,
-    peer_digest: BTreeMap<NodeId, [u8; 32]>,
-    /// When each peer's last authenticated message arrived: evidence of life that also brings
-    /// a healed partition back into the membership view.
+    inbox: Inbox,
+    sync: AntiEntropy,
+    /// When each peer's last authenticated message arrived (see `table::HEARD_FOR`).
     heard: BTreeMap<NodeId, Instant>,
     transport: Arc<dyn Transport>,
-    traffic: Arc<super::transport::Traffic>,
+    traffic: Arc<Traffic>,
     events_tx: mpsc::Sender<Event>,
     events: mpsc::Receiver<Event>,
     local: LocalCall,
     rejected: BTreeMap<String, u64>,
-    bot: Option<RunningBot>,
+    /// The bot turn the agent is asked to run.
+    bot: watch::Sender<Option<BotTurn>>,
     dirty: bool,
     next_persist: Instant,
-    next_sync: Instant,
-    sync_turn: usize,
 }
 
 const RESERVE: u64 = 1 << 32;
-/// A peer heard from this recently counts as alive even before the membership layer agrees.
-const HEARD_FOR: Duration = Duration::from_millis(2500);
 const PERSIST_DEBOUNCE: Duration = Duration::from_secs(2);
-/// Anti-entropy is the backstop: joins, invites and removals are pushed to everyone at once.
-const SYNC_EVERY: Duration = Duration::from_secs(5);
 const EXCHANGE_TIMEOUT: Duration = Duration::from_millis(1500);
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Node {
     /// Loads the state directory and reserves a fresh range of message counters (saved before
-    /// any message is sent, so a restart never reuses a counter).
+    /// any message is sent, so a restart never reuses a counter). The receiver tells the agent
+    /// when to run the bot.
     pub(crate) fn open(
         dir: PathBuf,
         settings: Settings,
         transport: Arc<dyn Transport>,
-        traffic: Arc<super::transport::Traffic>,
+        traffic: Arc<Traffic>,
         local: LocalCall,
-    ) -> anyhow::Result<(Handle, Node)> {
+    ) -> anyhow::Result<(Handle, Node, watch::Receiver<Option<BotTurn>>)> {
         let (mut state, secrets) = netstate::load(&dir)?;
         let start = state.counter_reserved;
         state.counter_reserved = start.saturating_add(RESERVE);
@@ -269,11 +257,6 @@ impl Node {
             anyhow::anyhow!("{}: network_id is not 32 hex digits", netstate::STATE_FILE)
         })?;
         let now = Instant::now();
-        let windows = state
-            .replay_floor
-            .iter()
-            .map(|(id, floor)| (*id, ReplayWindow::starting_above(*floor)))
-            .collect();
         let incarnation = (start / RESERVE) as u32;
         let membership = Membership::new(
             me,
@@ -281,14 +264,11 @@ impl Node {
             settings.timing,
             start ^ u64::from_le_bytes(me.0[..8].try_into().unwrap_or_default()),
         );
-        let record = lease::Record {
-            holder: state.bot_lease.holder,
-            epoch: state.bot_lease.epoch,
-            offset: state.bot_lease.offset,
-        };
         // Counters are reserved before the first message, so none reserved means never ran.
-        let lease = Lease::new(me, settings.lease, record, now, start == 0);
+        let lease = Lease::new(me, settings.lease, state.bot_lease, now, start == 0);
+        let inbox = Inbox::new(network, me, &state.replay_floor);
         let (events_tx, events) = mpsc::channel(1024);
+        let (bot, turns) = watch::channel(None);
         let node = Node {
             dir,
             state,
@@ -302,8 +282,8 @@ impl Node {
             settings,
             membership,
             lease,
-            windows,
-            peer_digest: BTreeMap::new(),
+            inbox,
+            sync: AntiEntropy::new(now),
             heard: BTreeMap::new(),
             transport,
             traffic,
@@ -311,13 +291,11 @@ impl Node {
             events,
             local,
             rejected: BTreeMap::new(),
-            bot: None,
+            bot,
             dirty: false,
             next_persist: now,
-            next_sync: now,
-            sync_turn: 0,
         };
-        Ok((Handle { events: events_tx }, node))
+        Ok((Handle { events: events_tx }, node, turns))
     }
 
     pub(crate) fn listen(&self) -> &str {
@@ -338,7 +316,7 @@ impl Node {
             let wake = [
                 self.membership.poll_timeout(),
                 self.lease.poll_timeout(),
-                Some(self.next_sync),
+                self.sync.poll_timeout(),
                 self.dirty.then_some(self.next_persist),
             ]
             .into_iter()
@@ -346,7 +324,7 @@ impl Node {
             .min();
             tokio::select! {
                 event = self.events.recv() => match event {
-                    Some(event) => self.handle(event),
+                    Some(event) => self.handle(event, Instant::now()),
                     None => break,
                 },
                 () = sleep_until(wake) => {}
@@ -362,23 +340,22 @@ impl Node {
         let view = self.view(now);
         self.lease.handle_tick(&view, now);
         self.flush_lease();
-        if now >= self.next_sync {
-            self.next_sync = now + SYNC_EVERY;
-            self.sync_one();
+        let others: Vec<NodeId> = self.others().collect();
+        if let Some(peer) = self.sync.handle_timeout(now, &others) {
+            self.sync_with(peer);
         }
         if self.dirty && now >= self.next_persist {
             self.persist();
         }
     }
 
-    fn handle(&mut self, event: Event) {
-        let now = Instant::now();
+    fn handle(&mut self, event: Event, now: Instant) {
         match event {
             Event::Inbound { bytes, reply } => {
-                let answer = match self.accept(&bytes) {
+                let answer = match self.accept(&bytes, now) {
                     Ok((header, request)) => self.serve(header, request, now),
-                    Err((from, why)) => {
-                        *self.rejected.entry(reason_code(&why).into()).or_default() += 1;
+                    Err(Refused { from, why }) => {
+                        *self.rejected.entry(why.code().into()).or_default() += 1;
                         tracing::warn!(from = ?from, reason = %why, "rejected a cluster message");
                         None
                     }
@@ -401,31 +378,31 @@ impl Node {
                 pending,
                 granted,
                 refused,
-            } => self.finish_join(pending, granted, refused),
+            } => self.finish_join(pending, granted, refused, now),
             Event::Answer { from, response } => match response {
                 Response::Vote(vote) => {
                     self.lease.handle_vote(from, vote, now);
                     self.flush_lease();
                 }
                 Response::Sync { digest, shared } => {
-                    self.peer_digest.insert(from, digest);
+                    self.sync.heard(from, digest);
                     if let Some(shared) = shared {
-                        self.merge(&shared);
+                        self.merge(&shared, now);
                     }
                 }
                 Response::Ack | Response::Call { .. } | Response::Consumed(_) => {}
             },
-            Event::Command(command) => self.command(command),
+            Event::Command(command) => self.command(command, now),
             Event::Bot(BotEvent::Offset { epoch, offset }) => {
                 tracing::debug!(epoch, offset, "bot confirmed updates");
                 self.lease.set_offset(offset);
                 self.flush_lease();
             }
             Event::Bot(BotEvent::Exited { epoch, exit }) => {
-                if self.bot.as_ref().is_some_and(|b| b.epoch == epoch) {
-                    self.bot = None;
+                if self.running_epoch() == Some(epoch) {
+                    self.bot.send_replace(None);
                 }
-                if exit == bot::Exit::Fenced {
+                if exit == BotExit::Fenced {
                     tracing::warn!(
                         epoch,
                         "bot fenced by another poller; not claiming the lease for a while"
@@ -437,36 +414,16 @@ impl Node {
         }
     }
 
-    /// Checks an inbound envelope: network, receiver, membership, signature, freshness, body.
-    fn accept(&mut self, bytes: &[u8]) -> Result<(Header, Request), (Option<NodeId>, Rejected)> {
-        let (header, body, signature) = envelope::parse(bytes).map_err(|e| (None, e))?;
-        let from = Some(header.from);
-        if header.network != self.signer.network {
-            return Err((from, Rejected::WrongNetwork));
-        }
-        if header.to != self.me {
-            return Err((from, Rejected::WrongReceiver));
-        }
-        if self.state.removed.contains(&header.from) {
-            return Err((from, Rejected::RemovedSender));
-        }
-        let key = match self.state.peers.0.get(&header.from) {
-            Some(peer) if header.from != self.me => peer.public_key,
-            _ => return Err((from, Rejected::UnknownSender)),
+    /// Lets an inbound envelope through the inbox; a member heard from is evidence of life.
+    fn accept(&mut self, bytes: &[u8], now: Instant) -> Result<(Header, Request), Refused> {
+        let members = Members {
+            peers: &self.state.peers.0,
+            removed: &self.state.removed,
         };
-        if !envelope::verify(bytes, &signature, &key) {
-            return Err((from, Rejected::BadSignature));
-        }
-        let window = self.windows.entry(header.from).or_default();
-        if !window.accept(header.counter) {
-            return Err((from, Rejected::Replayed(header.counter)));
-        }
-        let request =
-            wire::decode::<Request>(body).ok_or((from, Rejected::Malformed("undecodable body")))?;
-        let now = Instant::now();
+        let (header, request) = self.inbox.accept(bytes, members)?;
         let previous = self.heard.insert(header.from, now);
         let known_live = self.membership.live().any(|id| id == header.from);
-        let announce_due = previous.is_none_or(|at| now.duration_since(at) > HEARD_FOR);
+        let announce_due = previous.is_none_or(|at| now.duration_since(at) > table::HEARD_FOR);
         if !known_live && announce_due {
             self.membership.announce(header.from, now);
             self.flush_membership();
@@ -488,15 +445,9 @@ impl Node {
             }
             Request::Sync { digest, shared } => {
                 if let Some(shared) = shared {
-                    self.merge(&shared);
+                    self.merge(&shared, now);
                 }
-                let mine = self.state.shared();
-                let my_digest = mine.digest();
-                self.peer_digest.insert(header.from, digest);
-                Response::Sync {
-                    digest: my_digest,
-                    shared: (digest != my_digest).then(|| Box::new(mine)),
-                }
+                self.sync.answer(header.from, digest, &self.state.shared())
             }
             Request::Lease(lease::Message::Claim {
                 epoch,
@@ -551,10 +502,10 @@ impl Node {
         });
     }
 
-    fn command(&mut self, command: Command) {
+    fn command(&mut self, command: Command, now: Instant) {
         match command {
             Command::Table(reply) => {
-                let _ = reply.send(self.table(Instant::now()));
+                let _ = reply.send(self.table(now));
             }
             Command::Invite { ttl, reply } => {
                 let _ = reply.send(self.invite(ttl));
@@ -682,76 +633,47 @@ impl Node {
                 }
                 Output::StopBot { epoch, reason } => {
                     tracing::info!(epoch, ?reason, "this node gave up the bot lease");
-                    if let Some(bot) = self.bot.take() {
-                        let _ = bot.stop.send(true);
-                    }
+                    self.bot.send_replace(None);
                 }
             }
         }
         let record = self.lease.record();
-        if record.epoch > self.state.bot_lease.epoch || record.offset > self.state.bot_lease.offset
-        {
+        let saved = self.state.bot_lease;
+        if record.epoch > saved.epoch || record.offset > saved.offset {
             self.state.bot_lease.epoch = record.epoch;
             self.state.bot_lease.holder = record.holder;
-            self.state.bot_lease.offset = self.state.bot_lease.offset.max(record.offset);
+            self.state.bot_lease.offset = saved.offset.max(record.offset);
             self.dirty = true;
         }
     }
 
-    /// Runs the bot for the lease at `epoch`, from the update id the lease carried.
+    /// Asks the agent to run the bot for the lease at `epoch`, from the update id it carried.
     fn start_bot(&mut self, epoch: u64, offset: u64) {
         let Some(token) = self.secrets.bot_token.clone() else {
             tracing::warn!("this node holds the bot lease but has no bot token");
             return;
         };
-        let setup = bot::BotSetup {
-            api_url: self.settings.bot_api.clone(),
+        self.bot.send_replace(Some(BotTurn {
+            epoch,
+            offset,
             token,
             owner: self.state.owner_username.clone(),
-            cluster: Handle {
-                events: self.events_tx.clone(),
-            },
-            local: self.local.clone(),
-        };
-        let (stop, stopped) = watch::channel(false);
-        let events = self.events_tx.clone();
-        tokio::spawn(async move {
-            let report = events.clone();
-            let exit = bot::run(setup, offset, stopped, move |offset| {
-                // A lost report is harmless: the next one carries a higher offset.
-                let _ = report.try_send(Event::Bot(BotEvent::Offset { epoch, offset }));
-            })
-            .await;
-            let _ = events
-                .send(Event::Bot(BotEvent::Exited { epoch, exit }))
-                .await;
-        });
-        self.bot = Some(RunningBot { epoch, stop });
+            api_url: self.settings.bot_api.clone(),
+        }));
     }
 
-    fn view(&self, now: Instant) -> View {
-        let mut live = BTreeMap::new();
-        let standing = |p: &PeerInfo| Standing {
-            priority: p.priority,
-            can_host_bot: p.bot,
-        };
-        if let Some(me) = self.state.peers.0.get(&self.me) {
-            live.insert(self.me, standing(me));
-        }
-        let heard = self
-            .heard
-            .iter()
-            .filter(|(_, at)| now.duration_since(**at) < HEARD_FOR)
-            .map(|(id, _)| *id);
-        for id in self.membership.live().chain(heard) {
-            if let Some(peer) = self.state.peers.0.get(&id) {
-                live.insert(id, standing(peer));
-            }
-        }
-        View {
-            live,
-            members: self.state.peers.0.len(),
-        }
+    fn running_epoch(&self) -> Option<u64> {
+        self.bot.borrow().as_ref().map(|turn| turn.epoch)
+    }
+
+    fn view(&self, now: Instant) -> lease::View {
+        table::live_view(
+            self.me,
+            &self.state.peers.0,
+            self.membership.live(),
+            &self.heard,
+            now,
+        )
     }
 
     fn others(&self) -> impl Iterator<Item = NodeId> + '_ {
@@ -763,38 +685,20 @@ impl Node {
             .filter(|id| *id != self.me)
     }
 
-    /// Anti-entropy with one peer per round, in turn.
-    fn sync_one(&mut self) {
-        let others: Vec<NodeId> = self.others().collect();
-        if others.is_empty() {
-            return;
-        }
-        self.sync_turn = (self.sync_turn + 1) % others.len();
-        self.sync_with(others[self.sync_turn]);
-    }
-
     fn sync_with(&self, to: NodeId) {
-        let shared = self.state.shared();
-        let digest = shared.digest();
-        let send_state = self.peer_digest.get(&to) != Some(&digest);
-        self.send_and_feed(
-            to,
-            Request::Sync {
-                digest,
-                shared: send_state.then(|| Box::new(shared)),
-            },
-        );
+        let request = self.sync.request(to, &self.state.shared());
+        self.send_and_feed(to, request);
     }
 
     /// Pushes the shared state to every peer at once (after a join, invite or removal).
     fn push_all(&mut self) {
-        self.peer_digest.clear();
+        self.sync.forget_digests();
         for to in self.others().collect::<Vec<_>>() {
             self.sync_with(to);
         }
     }
 
-    fn merge(&mut self, other: &Shared) {
+    fn merge(&mut self, other: &Shared, now: Instant) {
         let mut shared = self.state.shared();
         if !shared.merge(other) {
             return;
@@ -814,10 +718,7 @@ impl Node {
             shared.bot_lease.offset,
         );
         self.state.set_shared(shared);
-        for id in &self.state.removed {
-            self.windows.remove(id);
-        }
-        let now = Instant::now();
+        self.inbox.forget(&self.state.removed);
         for id in new_peers {
             self.membership.announce(id, now);
         }
@@ -827,60 +728,31 @@ impl Node {
     }
 
     fn table(&self, now: Instant) -> Table {
-        let view = self.view(now);
-        let leader = view.leader();
-        let holder = if self.lease.holds(now) {
-            Some(self.me)
-        } else {
-            self.state
-                .bot_lease
-                .holder
-                .filter(|h| view.live.contains_key(h))
-        };
-        let nodes = self
+        let last_seen = self
             .state
             .peers
-            .0
+            .1
             .iter()
-            .map(|(id, p)| {
-                let seen = self.state.peers.1.get(id).cloned().unwrap_or_default();
-                let status = if *id == self.me || view.live.contains_key(id) {
-                    "alive"
-                } else {
-                    "down"
-                };
-                NodeRow {
-                    name: p.name.clone(),
-                    node_id: *id,
-                    addr: p.addr.clone(),
-                    status,
-                    last_seen: if *id == self.me {
-                        Some(unix_now())
-                    } else {
-                        seen.last_seen
-                    },
-                    priority: p.priority,
-                    bot: p.bot,
-                    leader: leader == Some(*id),
-                    lease_holder: holder == Some(*id),
-                    this_node: *id == self.me,
-                }
-            })
+            .filter_map(|(id, seen)| Some((*id, seen.last_seen?)))
             .collect();
-        Table {
-            network_id: self.state.network_id.clone(),
-            owner: self.state.owner_username.clone(),
-            nodes,
-            lease_holder: holder
-                .and_then(|h| self.state.peers.0.get(&h))
-                .map(|p| p.name.clone()),
-            epoch: self.lease.record().epoch.max(self.state.bot_lease.epoch),
-            bot_running: self.bot.is_some() && self.lease.holds(now),
-            bot_fenced: self.lease.fenced(now),
-            rejected: self.rejected.clone(),
-            traffic_sent: self.traffic.sent.load(Ordering::Relaxed),
-            traffic_received: self.traffic.received.load(Ordering::Relaxed),
-        }
+        table::table(&Sources {
+            network_id: &self.state.network_id,
+            owner: &self.state.owner_username,
+            me: self.me,
+            peers: &self.state.peers.0,
+            last_seen: &last_seen,
+            view: &self.view(now),
+            lease: &self.lease,
+            record: self.state.bot_lease,
+            bot_task: self.running_epoch().is_some(),
+            rejected: &self.rejected,
+            traffic: (
+                self.traffic.sent.load(Ordering::Relaxed),
+                self.traffic.received.load(Ordering::Relaxed),
+            ),
+            now,
+            unix_now: unix_now(),
+        })
     }
 
     fn invite(&mut self, ttl: Duration) -> anyhow::Result<(String, u64)> {
@@ -917,46 +789,48 @@ impl Node {
     }
 
     fn remove(&mut self, name: &str) -> Result<(), String> {
-        let shared = self.state.shared();
+        let mut shared = self.state.shared();
         let Some((id, _)) = shared.peer_by_name(name) else {
             return Err(format!("no node named {name:?} in this network"));
         };
         if id == self.me {
             return Err("a node cannot remove itself; run this on another node".into());
         }
-        let mut shared = shared;
         shared.removed.insert(id);
         shared.peers.remove(&id);
         self.state.set_shared(shared);
-        self.windows.remove(&id);
+        self.inbox.forget(&self.state.removed);
         self.persist();
         self.push_all();
         tracing::info!(peer = %name, "removed from the network");
         Ok(())
     }
 
-    /// Serves a join request (see `invite` for the handshake).
-    /// Checks a join request. An invite is redeemed only once a quorum of members (as for the
-    /// lease) has recorded it as used by this joiner, so two joiners racing with one token at two
-    /// nodes cannot both get in; the answer waits for that confirmation.
+    /// Serves a join request (see `constella_cluster::admission`): the answer waits until a
+    /// quorum of members confirmed the invite as redeemed by this joiner.
     fn join(&mut self, bytes: &[u8], reply: oneshot::Sender<Vec<u8>>) {
-        let checked = match self.check_join(bytes) {
+        let shared = self.state.shared();
+        let checked = match admission::check(
+            bytes,
+            self.signer.network,
+            &self.secrets.network_key,
+            &shared,
+            unix_now(),
+        ) {
             Ok(checked) => checked,
             Err(refusal) => return refuse_join(reply, refusal),
         };
         let pending = PendingJoin { checked, reply };
-        let quorum = self.join_quorum();
+        let quorum = admission::join_quorum(shared.peers.len());
         if pending.checked.admitted || quorum <= 1 {
-            return self.finish_join(pending, quorum, 0);
+            return self.finish_join(pending, quorum, 0, Instant::now());
         }
         let (invite_id, name) = (
             pending.checked.invite_id.clone(),
             pending.checked.hello.name.clone(),
         );
-        let mut shared = self.state.shared();
-        if let Some(invite) = shared.invites.get_mut(&invite_id) {
-            invite.used_by = Some(name.clone());
-        }
+        let mut shared = shared;
+        admission::mark_used(&mut shared, &invite_id, &name);
         self.state.set_shared(shared);
         self.persist();
         let request = Request::Consume { invite_id, name };
@@ -985,86 +859,13 @@ impl Node {
         });
     }
 
-    /// Members needed to confirm a redemption: a majority, or one in networks of one or two.
-    fn join_quorum(&self) -> usize {
-        let members = self.state.peers.0.len();
-        if members <= 2 { 1 } else { members / 2 + 1 }
-    }
-
-    /// Everything about a join request that needs no other node: token, network, name, key.
-    fn check_join(&self, bytes: &[u8]) -> Result<CheckedJoin, Refusal> {
-        let request = wire::decode::<JoinRequest>(bytes).ok_or(Refusal::UnknownToken)?;
-        if request.network != self.signer.network.0 {
-            return Err(Refusal::WrongNetwork);
-        }
-        let record = self
-            .state
-            .invites
-            .get(&request.invite_id)
-            .cloned()
-            .ok_or(Refusal::UnknownToken)?;
-        let key = invite::open(&self.secrets.network_key, &record.sealed_key)
-            .and_then(|k| <[u8; 32]>::try_from(k).ok())
-            .ok_or(Refusal::UnknownToken)?;
-        let hello = invite::open(
-            &invite::request_key(&key, &request.ephemeral),
-            &request.sealed,
-        )
-        .and_then(|plain| wire::decode::<Hello>(&plain))
-        .ok_or(Refusal::UnknownToken)?;
-        let id = NodeId::of(&hello.public_key);
-        let shared = self.state.shared();
-        let admitted = shared.peers.get(&id).is_some_and(|p| p.name == hello.name);
-        match &record.used_by {
-            // The joiner's earlier attempt succeeded but its answer was lost: answer again. Or
-            // its confirmation is still open here: try it again.
-            Some(used_by) if *used_by == hello.name => {}
-            Some(_) => return Err(Refusal::UsedToken),
-            None if record.expires_at <= unix_now() => return Err(Refusal::ExpiredToken),
-            None => {}
-        }
-        if !admitted {
-            if shared.removed.contains(&id) {
-                return Err(Refusal::RemovedKey);
-            }
-            if shared.peer_by_name(&hello.name).is_some() || shared.peers.contains_key(&id) {
-                return Err(Refusal::DuplicateName(hello.name));
-            }
-        }
-        Ok(CheckedJoin {
-            invite_id: request.invite_id,
-            hello,
-            id,
-            key,
-            ephemeral: request.ephemeral,
-            admitted,
-        })
-    }
-
     /// Admits the joiner if `granted` members confirmed the redemption, and answers it.
-    fn finish_join(&mut self, pending: PendingJoin, granted: usize, refused: usize) {
+    fn finish_join(&mut self, pending: PendingJoin, granted: usize, refused: usize, now: Instant) {
         let PendingJoin { checked, reply } = pending;
-        let shared = self.state.shared();
-        let admitted = shared
-            .peers
-            .get(&checked.id)
-            .is_some_and(|p| p.name == checked.hello.name);
-        if !admitted {
-            if granted < self.join_quorum() {
-                let refusal = if refused > 0 {
-                    Refusal::UsedToken
-                } else {
-                    Refusal::NotConfirmed
-                };
-                return refuse_join(reply, refusal);
-            }
-            // Another joiner may have taken the name while the confirmation was out.
-            if shared.peer_by_name(&checked.hello.name).is_some()
-                || shared.peers.contains_key(&checked.id)
-            {
-                return refuse_join(reply, Refusal::DuplicateName(checked.hello.name));
-            }
-            self.admit(&checked);
+        match admission::decide(&checked, &self.state.shared(), granted, refused) {
+            Decision::Refuse(refusal) => return refuse_join(reply, refusal),
+            Decision::Admit => self.admit(&checked, now),
+            Decision::Welcome => {}
         }
         let welcome = Welcome {
             network_id: self.signer.network.0,
@@ -1073,7 +874,8 @@ impl Node {
             seed: self.me,
             shared: self.state.shared(),
         };
-        let ephemeral = x25519_dalek::StaticSecret::random_from_rng(rand_core_compat());
+        let ephemeral =
+            x25519_dalek::StaticSecret::random_from_rng(super::setup::rand_core_compat());
         let shared_secret =
             ephemeral.diffie_hellman(&x25519_dalek::PublicKey::from(checked.ephemeral));
         let answer = JoinReply::Welcome {
@@ -1086,22 +888,9 @@ impl Node {
         let _ = reply.send(wire::encode(&answer));
     }
 
-    fn admit(&mut self, checked: &CheckedJoin) {
-        let hello = &checked.hello;
+    fn admit(&mut self, checked: &CheckedJoin, now: Instant) {
         let mut shared = self.state.shared();
-        shared.peers.insert(
-            checked.id,
-            PeerInfo {
-                name: hello.name.clone(),
-                addr: hello.addr.clone(),
-                public_key: hello.public_key,
-                priority: hello.priority,
-                bot: hello.bot,
-            },
-        );
-        if let Some(invite) = shared.invites.get_mut(&checked.invite_id) {
-            invite.used_by = Some(hello.name.clone());
-        }
+        admission::admit(&mut shared, checked);
         self.state.set_shared(shared);
         self.state.peers.1.insert(
             checked.id,
@@ -1112,34 +901,25 @@ impl Node {
         );
         self.persist();
         self.push_all();
-        self.membership.announce(checked.id, Instant::now());
+        self.membership.announce(checked.id, now);
         self.flush_membership();
-        tracing::info!(peer = %hello.name, "a node joined");
+        tracing::info!(peer = %checked.hello.name, "a node joined");
     }
 
     /// A member asks us to record an invite as redeemed by `name`.
     fn consume(&mut self, invite_id: &str, name: &str) -> bool {
         let mut shared = self.state.shared();
-        match shared.invites.get_mut(invite_id) {
-            Some(invite) if invite.used_by.is_none() => {
-                invite.used_by = Some(name.to_string());
-                self.state.set_shared(shared);
-                // On disk before the answer, so a restart cannot confirm a second joiner.
-                self.persist();
-                true
-            }
-            Some(invite) => invite.used_by.as_deref() == Some(name),
-            // Not known here yet: we cannot vouch that nobody else redeemed it.
-            None => false,
+        let consumed = admission::consume(&mut shared, invite_id, name);
+        if consumed == Consumed::Recorded {
+            self.state.set_shared(shared);
+            // On disk before the answer, so a restart cannot confirm a second joiner.
+            self.persist();
         }
+        consumed.confirms()
     }
 
     fn persist(&mut self) {
-        self.state.replay_floor = self
-            .windows
-            .iter()
-            .map(|(id, w)| (*id, w.highest()))
-            .collect();
+        self.state.replay_floor = self.inbox.floors();
         match netstate::save_state(&self.dir, &self.state) {
             Ok(()) => self.dirty = false,
             Err(e) => {
@@ -1148,17 +928,6 @@ impl Node {
         }
         self.next_persist = Instant::now() + PERSIST_DEBOUNCE;
     }
-}
-
-/// A join request that passed every local check.
-pub(crate) struct CheckedJoin {
-    invite_id: String,
-    hello: Hello,
-    id: NodeId,
-    key: [u8; 32],
-    ephemeral: [u8; 32],
-    /// The joiner is already a member (its earlier answer was lost).
-    admitted: bool,
 }
 
 /// A join waiting for the members to confirm its invite.
@@ -1204,8 +973,8 @@ fn verify_reply(bytes: &[u8], expect: Expect) -> Result<Response, String> {
 }
 
 async fn run_call(call: Call, local: &LocalCall, reboot: &[String]) -> (u16, Vec<u8>) {
-    if let Some((post, path)) = call.local_request() {
-        return local(post, path).await;
+    if let Some((method, path)) = call.local_request() {
+        return local(method, path).await;
     }
     match call {
         Call::Speedtest { download, .. } => (200, vec![0x5A; download.min(64 << 20) as usize]),
@@ -1229,20 +998,13 @@ async fn run_call(call: Call, local: &LocalCall, reboot: &[String]) -> (u16, Vec
 }
 
 fn json_error(status: u16, message: &str) -> (u16, Vec<u8>) {
-    let body = serde_json::json!({"error": {"code": "call_failed", "message": message}});
-    (status, body.to_string().into_bytes())
-}
-
-fn reason_code(why: &Rejected) -> &'static str {
-    match why {
-        Rejected::Malformed(_) => "malformed",
-        Rejected::WrongNetwork => "wrong_network",
-        Rejected::WrongReceiver => "wrong_receiver",
-        Rejected::UnknownSender => "unknown_sender",
-        Rejected::RemovedSender => "removed_sender",
-        Rejected::BadSignature => "bad_signature",
-        Rejected::Replayed(_) => "replayed",
-    }
+    let body = constella_api::ErrorBody {
+        error: constella_api::ErrorDetail {
+            code: "call_failed".into(),
+            message: message.into(),
+        },
+    };
+    (status, serde_json::to_vec(&body).unwrap_or_default())
 }
 
 /// Sleeps until `deadline`, or for ever without one.
@@ -1258,75 +1020,4 @@ pub(crate) fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
-}
-
-/// x25519-dalek takes a rand_core 0.6 RNG; the OS RNG through its own `getrandom` is that.
-fn rand_core_compat() -> impl rand_core06::CryptoRng + rand_core06::RngCore {
-    rand_core06::OsRng
-}
-
-/// Joins through a seed: proves the invite and returns the network's state for this node.
-pub(crate) async fn join(
-    transport: &dyn Transport,
-    link: &invite::Link,
-    hello: Hello,
-    attempts: u32,
-) -> anyhow::Result<Welcome> {
-    let key = invite::invite_key(&link.token);
-    let ephemeral = x25519_dalek::StaticSecret::random_from_rng(rand_core_compat());
-    let ephemeral_public = x25519_dalek::PublicKey::from(&ephemeral).to_bytes();
-    let request = JoinRequest {
-        network: link.network.0,
-        invite_id: invite::invite_id(&link.token),
-        ephemeral: ephemeral_public,
-        sealed: invite::seal(
-            &invite::request_key(&key, &ephemeral_public),
-            &wire::encode(&hello),
-        ),
-    };
-    let bytes = wire::encode(&request);
-    let mut delay = Duration::from_millis(500);
-    let mut attempt = 1;
-    let answer = loop {
-        match transport
-            .exchange(
-                &link.seed,
-                JOIN_PATH,
-                bytes.clone(),
-                Duration::from_secs(10),
-            )
-            .await
-        {
-            Ok(answer) => break answer,
-            Err(e @ (TransportError::Unreachable { .. } | TransportError::Timeout(_)))
-                if attempt < attempts =>
-            {
-                tracing::warn!(attempt, error = %e, "seed unreachable, retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-                attempt += 1;
-            }
-            Err(e) => anyhow::bail!(
-                "cannot reach the seed {} after {attempt} attempts: {e}",
-                link.seed
-            ),
-        }
-    };
-    match wire::decode::<JoinReply>(&answer) {
-        Some(JoinReply::Welcome {
-            ephemeral: seed_public,
-            sealed,
-        }) => {
-            let shared = ephemeral.diffie_hellman(&x25519_dalek::PublicKey::from(seed_public));
-            let welcome = invite::open(&invite::reply_key(&key, shared.as_bytes()), &sealed)
-                .and_then(|plain| wire::decode::<Welcome>(&plain))
-                .ok_or_else(|| anyhow::anyhow!("the seed's answer does not open with this invite: it is not a member of the network"))?;
-            if welcome.network_id != link.network.0 {
-                anyhow::bail!("{}", Refusal::WrongNetwork);
-            }
-            Ok(welcome)
-        }
-        Some(JoinReply::Refused(refusal)) => Err(anyhow::anyhow!("join refused: {refusal}")),
-        None => anyhow::bail!("the seed {} did not answer as a Constella node", link.seed),
-    }
 }

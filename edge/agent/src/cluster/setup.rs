@@ -3,15 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use rand::RngCore as _;
 
-use super::identity::{NodeId, NodeKey};
-use super::invite::Link;
-use super::netstate::{self, NetworkState, PeerInfo, Secrets, Seen, Shared};
-use super::transport::HttpTransport;
-use super::wire::Hello;
+use constella_cluster::identity::{NodeId, NodeKey};
+use constella_cluster::invite::{self, Link};
+use constella_cluster::shared::{PeerInfo, Shared};
+use constella_cluster::wire::{self, Hello, JoinReply, JoinRequest, Refusal, Welcome};
+
+use super::netstate::{self, NetworkState, Secrets, Seen};
+use super::transport::{HttpTransport, JOIN_PATH, Transport, TransportError};
 
 /// What every new node states about itself.
 pub(crate) struct NodeOptions {
@@ -77,7 +80,7 @@ pub(crate) async fn join(options: JoinOptions) -> anyhow::Result<(String, NodeId
         bot: info.bot,
     };
     let transport = HttpTransport::new();
-    let welcome = super::node::join(&transport, &link, hello, options.attempts).await?;
+    let welcome = redeem(&transport, &link, hello, options.attempts).await?;
     if welcome.shared.peers.get(&key.id()) != Some(&info) {
         bail!("the seed accepted the join but did not list this node; try again");
     }
@@ -186,4 +189,75 @@ fn write(
         bot_token: options.bot_token.clone().filter(|t| !t.is_empty()),
     };
     netstate::create(&options.state_dir, &state, &secrets)
+}
+
+/// x25519-dalek takes a rand_core 0.6 RNG; the OS RNG through its own `getrandom` is that.
+pub(super) fn rand_core_compat() -> impl rand_core06::CryptoRng + rand_core06::RngCore {
+    rand_core06::OsRng
+}
+
+/// Joins through a seed: proves the invite and returns the network's state for this node.
+async fn redeem(
+    transport: &dyn Transport,
+    link: &invite::Link,
+    hello: Hello,
+    attempts: u32,
+) -> anyhow::Result<Welcome> {
+    let key = invite::invite_key(&link.token);
+    let ephemeral = x25519_dalek::StaticSecret::random_from_rng(rand_core_compat());
+    let ephemeral_public = x25519_dalek::PublicKey::from(&ephemeral).to_bytes();
+    let request = JoinRequest {
+        network: link.network.0,
+        invite_id: invite::invite_id(&link.token),
+        ephemeral: ephemeral_public,
+        sealed: invite::seal(
+            &invite::request_key(&key, &ephemeral_public),
+            &wire::encode(&hello),
+        ),
+    };
+    let bytes = wire::encode(&request);
+    let mut delay = Duration::from_millis(500);
+    let mut attempt = 1;
+    let answer = loop {
+        match transport
+            .exchange(
+                &link.seed,
+                JOIN_PATH,
+                bytes.clone(),
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(answer) => break answer,
+            Err(e @ (TransportError::Unreachable { .. } | TransportError::Timeout(_)))
+                if attempt < attempts =>
+            {
+                tracing::warn!(attempt, error = %e, "seed unreachable, retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                attempt += 1;
+            }
+            Err(e) => anyhow::bail!(
+                "cannot reach the seed {} after {attempt} attempts: {e}",
+                link.seed
+            ),
+        }
+    };
+    match wire::decode::<JoinReply>(&answer) {
+        Some(JoinReply::Welcome {
+            ephemeral: seed_public,
+            sealed,
+        }) => {
+            let shared = ephemeral.diffie_hellman(&x25519_dalek::PublicKey::from(seed_public));
+            let welcome = invite::open(&invite::reply_key(&key, shared.as_bytes()), &sealed)
+                .and_then(|plain| wire::decode::<Welcome>(&plain))
+                .ok_or_else(|| anyhow::anyhow!("the seed's answer does not open with this invite: it is not a member of the network"))?;
+            if welcome.network_id != link.network.0 {
+                anyhow::bail!("{}", Refusal::WrongNetwork);
+            }
+            Ok(welcome)
+        }
+        Some(JoinReply::Refused(refusal)) => Err(anyhow::anyhow!("join refused: {refusal}")),
+        None => anyhow::bail!("the seed {} did not answer as a Constella node", link.seed),
+    }
 }

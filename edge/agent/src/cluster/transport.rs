@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::envelope::MAX_BODY;
+use constella_cluster::envelope::MAX_BODY;
 
 /// The HTTP path for signed envelopes.
 pub(crate) const MESSAGE_PATH: &str = "/cluster/v1/message";

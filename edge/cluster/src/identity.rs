@@ -10,10 +10,10 @@ use sha2::{Digest as _, Sha256};
 
 /// A cluster member's id, derived from its public key.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct NodeId(pub(crate) [u8; 16]);
+pub struct NodeId(pub [u8; 16]);
 
 impl NodeId {
-    pub(crate) fn of(public: &PublicKey) -> NodeId {
+    pub fn of(public: &PublicKey) -> NodeId {
         let digest = Sha256::digest(public.0);
         let mut id = [0u8; 16];
         id.copy_from_slice(&digest[..16]);
@@ -35,11 +35,11 @@ impl fmt::Debug for NodeId {
 
 /// A node's ed25519 public key, as carried in the peer table.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PublicKey(pub(crate) [u8; 32]);
+pub struct PublicKey(pub [u8; 32]);
 
 impl PublicKey {
     /// Checks `signature` over `message`; false for keys that are not valid curve points.
-    pub(crate) fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+    pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
         match VerifyingKey::from_bytes(&self.0) {
             Ok(key) => key
                 .verify(message, &Signature::from_bytes(signature))
@@ -90,32 +90,32 @@ bytes_serde!(PublicKey, 32);
 
 /// The node's private key. Never serialized except into the 0600 secrets file.
 #[derive(Clone)]
-pub(crate) struct NodeKey(SigningKey);
+pub struct NodeKey(SigningKey);
 
 impl NodeKey {
-    pub(crate) fn generate() -> NodeKey {
+    pub fn generate() -> NodeKey {
         let mut seed = [0u8; 32];
         rand::rng().fill_bytes(&mut seed);
         NodeKey(SigningKey::from_bytes(&seed))
     }
 
-    pub(crate) fn from_seed(seed: [u8; 32]) -> NodeKey {
+    pub fn from_seed(seed: [u8; 32]) -> NodeKey {
         NodeKey(SigningKey::from_bytes(&seed))
     }
 
-    pub(crate) fn seed(&self) -> [u8; 32] {
+    pub fn seed(&self) -> [u8; 32] {
         self.0.to_bytes()
     }
 
-    pub(crate) fn public(&self) -> PublicKey {
+    pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key().to_bytes())
     }
 
-    pub(crate) fn id(&self) -> NodeId {
+    pub fn id(&self) -> NodeId {
         NodeId::of(&self.public())
     }
 
-    pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.0.sign(message).to_bytes()
     }
 }

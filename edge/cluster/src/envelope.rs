@@ -18,20 +18,20 @@
 //! to another node or network; the counter makes it single use at its receiver. Parsing checks
 //! every length before reading and never panics on any input.
 
-use super::identity::{NodeId, NodeKey, PublicKey};
+use crate::identity::{NodeId, NodeKey, PublicKey};
 
 const MAGIC: &[u8; 4] = b"CNS1";
 const HEADER_LEN: usize = 64;
 const SIGNATURE_LEN: usize = 64;
 /// Largest body accepted: enough for a speed-test payload and a day of time series.
-pub(crate) const MAX_BODY: usize = 16 << 20;
+pub const MAX_BODY: usize = 16 << 20;
 
 /// A network's id (16 random bytes made at `init`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-pub(crate) struct NetworkId(pub(crate) [u8; 16]);
+pub struct NetworkId(pub [u8; 16]);
 
 impl NetworkId {
-    pub(crate) fn parse(text: &str) -> Option<NetworkId> {
+    pub fn parse(text: &str) -> Option<NetworkId> {
         let mut id = [0u8; 16];
         hex::decode_to_slice(text, &mut id).ok()?;
         Some(NetworkId(id))
@@ -46,16 +46,16 @@ impl std::fmt::Display for NetworkId {
 
 /// An envelope's header fields, read before the signature is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Header {
-    pub(crate) network: NetworkId,
-    pub(crate) from: NodeId,
-    pub(crate) to: NodeId,
-    pub(crate) counter: u64,
+pub struct Header {
+    pub network: NetworkId,
+    pub from: NodeId,
+    pub to: NodeId,
+    pub counter: u64,
 }
 
 /// Why an envelope was refused. Logged with the sender; never answered in detail.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum Rejected {
+pub enum Rejected {
     #[error("malformed envelope: {0}")]
     Malformed(&'static str),
     #[error("envelope for another network")]
@@ -72,8 +72,23 @@ pub(crate) enum Rejected {
     Replayed(u64),
 }
 
+impl Rejected {
+    /// The reason as a stable code, for counters and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejected::Malformed(_) => "malformed",
+            Rejected::WrongNetwork => "wrong_network",
+            Rejected::WrongReceiver => "wrong_receiver",
+            Rejected::UnknownSender => "unknown_sender",
+            Rejected::RemovedSender => "removed_sender",
+            Rejected::BadSignature => "bad_signature",
+            Rejected::Replayed(_) => "replayed",
+        }
+    }
+}
+
 /// Builds a signed envelope around `body`.
-pub(crate) fn seal(key: &NodeKey, header: Header, body: &[u8]) -> Vec<u8> {
+pub fn seal(key: &NodeKey, header: Header, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + body.len() + SIGNATURE_LEN);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&header.network.0);
@@ -89,7 +104,7 @@ pub(crate) fn seal(key: &NodeKey, header: Header, body: &[u8]) -> Vec<u8> {
 }
 
 /// Splits an envelope into header, body and signature without checking the signature.
-pub(crate) fn parse(bytes: &[u8]) -> Result<(Header, &[u8], [u8; 64]), Rejected> {
+pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8], [u8; 64]), Rejected> {
     if bytes.len() < HEADER_LEN + SIGNATURE_LEN {
         return Err(Rejected::Malformed("shorter than a header and signature"));
     }
@@ -121,7 +136,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<(Header, &[u8], [u8; 64]), Rejected>
 }
 
 /// Checks the signature of a parsed envelope with the sender's key.
-pub(crate) fn verify(bytes: &[u8], signature: &[u8; 64], sender: &PublicKey) -> bool {
+pub fn verify(bytes: &[u8], signature: &[u8; 64], sender: &PublicKey) -> bool {
     let signed = bytes.len().saturating_sub(SIGNATURE_LEN);
     sender.verify(&bytes[..signed], signature)
 }
@@ -129,7 +144,7 @@ pub(crate) fn verify(bytes: &[u8], signature: &[u8; 64], sender: &PublicKey) -> 
 /// Accepts each counter of one sender at most once: counters above the highest seen, or up to
 /// `WINDOW - 1` below it if not seen yet (concurrent messages may arrive out of order).
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct ReplayWindow {
+pub struct ReplayWindow {
     highest: u64,
     seen: u128,
 }
@@ -138,19 +153,19 @@ const WINDOW: u64 = 128;
 
 impl ReplayWindow {
     /// A window that refuses everything at or below `floor` (restored from disk after a restart).
-    pub(crate) fn starting_above(floor: u64) -> ReplayWindow {
+    pub fn starting_above(floor: u64) -> ReplayWindow {
         ReplayWindow {
             highest: floor,
             seen: u128::MAX,
         }
     }
 
-    pub(crate) fn highest(&self) -> u64 {
+    pub fn highest(&self) -> u64 {
         self.highest
     }
 
     /// Records `counter` if it is fresh; false if it was seen or is older than the window.
-    pub(crate) fn accept(&mut self, counter: u64) -> bool {
+    pub fn accept(&mut self, counter: u64) -> bool {
         if counter > self.highest {
             let shift = counter - self.highest;
             self.seen = if shift >= WINDOW {

@@ -17,17 +17,17 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::identity::NodeId;
+use crate::identity::NodeId;
 
 /// Lease timing. The defaults give a failover of about `duration` plus one tick.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct LeaseConfig {
+pub struct LeaseConfig {
     /// How long a member's promise lasts after it receives a claim.
-    pub(crate) duration: Duration,
+    pub duration: Duration,
     /// How often the holder renews.
-    pub(crate) renew_every: Duration,
+    pub renew_every: Duration,
     /// Safety margin taken off the holder's own view of its lease (clock-rate drift).
-    pub(crate) guard: Duration,
+    pub guard: Duration,
 }
 
 impl Default for LeaseConfig {
@@ -42,21 +42,21 @@ impl Default for LeaseConfig {
 
 /// How a live node stands for election.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Standing {
-    pub(crate) priority: u32,
-    pub(crate) can_host_bot: bool,
+pub struct Standing {
+    pub priority: u32,
+    pub can_host_bot: bool,
 }
 
 /// What the membership layer says: who is alive now, and how many members vote.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct View {
-    pub(crate) live: BTreeMap<NodeId, Standing>,
-    pub(crate) members: usize,
+pub struct View {
+    pub live: BTreeMap<NodeId, Standing>,
+    pub members: usize,
 }
 
 impl View {
     /// The node that should lead: smallest `(priority, id)` among live nodes able to host the bot.
-    pub(crate) fn leader(&self) -> Option<NodeId> {
+    pub fn leader(&self) -> Option<NodeId> {
         self.live
             .iter()
             .filter(|(_, s)| s.can_host_bot)
@@ -75,7 +75,7 @@ impl View {
 
 /// A lease message between nodes; the sender is the (authenticated) claimant or holder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Message {
+pub enum Message {
     /// Acquire (new epoch) or renew (same epoch) the lease; `offset` is the bot's next update id.
     Claim { epoch: u64, round: u64, offset: u64 },
     /// The holder gives the lease up (stepping down for a better node).
@@ -84,18 +84,18 @@ pub(crate) enum Message {
 
 /// A member's answer to a claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Vote {
-    pub(crate) epoch: u64,
-    pub(crate) round: u64,
-    pub(crate) granted: bool,
+pub struct Vote {
+    pub epoch: u64,
+    pub round: u64,
+    pub granted: bool,
     /// The highest epoch this member knows, so a stale claimant learns it lost.
-    pub(crate) known_epoch: u64,
-    pub(crate) offset: u64,
+    pub known_epoch: u64,
+    pub offset: u64,
 }
 
 /// What the shell must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Output {
+pub enum Output {
     /// Send to every other member.
     Broadcast(Message),
     /// This node holds the lease: start the bot from `offset`.
@@ -105,7 +105,7 @@ pub(crate) enum Output {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StopReason {
+pub enum StopReason {
     Lapsed,
     HigherEpoch,
     SteppedDown,
@@ -113,12 +113,12 @@ pub(crate) enum StopReason {
     Fenced,
 }
 
-/// The lease record as the cluster knows it (for display and replication).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub(crate) struct Record {
-    pub(crate) holder: Option<NodeId>,
-    pub(crate) epoch: u64,
-    pub(crate) offset: u64,
+/// The lease record as the cluster knows it (for display, and replicated in the shared state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Record {
+    pub holder: Option<NodeId>,
+    pub epoch: u64,
+    pub offset: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -150,7 +150,7 @@ enum Role {
 
 /// One node's election and lease state.
 #[derive(Debug)]
-pub(crate) struct Lease {
+pub struct Lease {
     me: NodeId,
     config: LeaseConfig,
     promise: Promise,
@@ -174,7 +174,7 @@ impl Lease {
     /// promises nobody for one lease duration, since it cannot know what it promised before; a
     /// node on its `first_run` never promised anything and votes at once. Either way it claims
     /// nothing for that long, so it knows who else is alive before it stands.
-    pub(crate) fn new(
+    pub fn new(
         me: NodeId,
         config: LeaseConfig,
         record: Record,
@@ -204,24 +204,24 @@ impl Lease {
     }
 
     /// The lease as this node knows it.
-    pub(crate) fn record(&self) -> Record {
+    pub fn record(&self) -> Record {
         self.record
     }
 
     /// True while this node holds the lease.
-    pub(crate) fn holds(&self, now: Instant) -> bool {
+    pub fn holds(&self, now: Instant) -> bool {
         matches!(self.role, Role::Holding { valid_until, .. } if now < valid_until)
     }
 
     /// The bot reports the next update id it needs; carried on renewals and handovers.
-    pub(crate) fn set_offset(&mut self, offset: u64) {
+    pub fn set_offset(&mut self, offset: u64) {
         self.record.offset = self.record.offset.max(offset);
     }
 
     /// Another poller fenced our bot (Telegram's 409): give the lease up, tell the members, and
     /// claim nothing for `FENCE_LEASES` lease durations, so two pollers cannot keep taking the
     /// bot from each other faster than that.
-    pub(crate) fn fence(&mut self, now: Instant) {
+    pub fn fence(&mut self, now: Instant) {
         self.fenced_until = Some(now + self.config.duration * FENCE_LEASES);
         if let Role::Holding { epoch, .. } = self.role {
             self.release(epoch, StopReason::Fenced, now);
@@ -229,17 +229,12 @@ impl Lease {
     }
 
     /// True while a fence keeps this node from claiming.
-    pub(crate) fn fenced(&self, now: Instant) -> bool {
+    pub fn fenced(&self, now: Instant) -> bool {
         self.fenced_until.is_some_and(|until| now < until)
     }
 
     /// A member claims (or renews) the lease.
-    pub(crate) fn handle_claim(
-        &mut self,
-        from: NodeId,
-        claim: (u64, u64, u64),
-        now: Instant,
-    ) -> Vote {
+    pub fn handle_claim(&mut self, from: NodeId, claim: (u64, u64, u64), now: Instant) -> Vote {
         let (epoch, round, offset) = claim;
         let promise_live = now < self.promise.until;
         let free = !promise_live || self.promise.holder == Some(from);
@@ -265,7 +260,7 @@ impl Lease {
     }
 
     /// The holder gave the lease up: our promise to it ends now.
-    pub(crate) fn handle_release(&mut self, from: NodeId, epoch: u64, offset: u64, now: Instant) {
+    pub fn handle_release(&mut self, from: NodeId, epoch: u64, offset: u64, now: Instant) {
         self.record.offset = self.record.offset.max(offset);
         if self.promise.holder == Some(from) && self.promise.epoch == epoch {
             self.promise.until = now;
@@ -276,7 +271,7 @@ impl Lease {
     }
 
     /// A member answered one of our claims.
-    pub(crate) fn handle_vote(&mut self, from: NodeId, vote: Vote, now: Instant) {
+    pub fn handle_vote(&mut self, from: NodeId, vote: Vote, now: Instant) {
         self.record.offset = self.record.offset.max(vote.offset);
         let quorum = self.quorum;
         match &mut self.role {
@@ -325,7 +320,7 @@ impl Lease {
     }
 
     /// Replicated state says a lease with `epoch` exists; a holder with a lower epoch stops.
-    pub(crate) fn handle_record(&mut self, holder: Option<NodeId>, epoch: u64, offset: u64) {
+    pub fn handle_record(&mut self, holder: Option<NodeId>, epoch: u64, offset: u64) {
         self.record.offset = self.record.offset.max(offset);
         if epoch > self.record.epoch {
             self.observe(holder, epoch);
@@ -333,7 +328,7 @@ impl Lease {
     }
 
     /// Advances time and re-evaluates who should lead under `view`.
-    pub(crate) fn handle_tick(&mut self, view: &View, now: Instant) {
+    pub fn handle_tick(&mut self, view: &View, now: Instant) {
         self.quorum = view.quorum();
         let leader = view.leader();
         self.leading = leader == Some(self.me);
@@ -388,7 +383,7 @@ impl Lease {
     /// The next instant at which `handle_tick` has something to do, or `None` while only a new
     /// view or message can change anything: an idle node that is not the leader has no deadline
     /// of its own (no live node may host the bot, say), so its shell sleeps until an event.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.role {
             Role::Holding {
                 valid_until,
@@ -408,7 +403,7 @@ impl Lease {
         }
     }
 
-    pub(crate) fn poll_output(&mut self) -> Option<Output> {
+    pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
 

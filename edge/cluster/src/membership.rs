@@ -11,15 +11,15 @@ use foca::{
 use rand::SeedableRng as _;
 use serde::{Deserialize, Serialize};
 
-use super::identity::NodeId;
+use crate::identity::NodeId;
 
 /// Failure-detection timing. A silent node is declared down after about
 /// `probe_period + suspect_after` (plus up to one probe period before it is probed).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Timing {
-    pub(crate) probe_period: Duration,
-    pub(crate) probe_rtt: Duration,
-    pub(crate) suspect_after: Duration,
+pub struct Timing {
+    pub probe_period: Duration,
+    pub probe_rtt: Duration,
+    pub suspect_after: Duration,
 }
 
 impl Default for Timing {
@@ -35,7 +35,7 @@ impl Default for Timing {
 /// A member as foca knows it: the node id plus an incarnation that a restart bumps, so a
 /// restarted node is not mistaken for its own earlier, declared-down self.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Member {
+pub struct Member {
     id: NodeId,
     incarnation: u32,
 }
@@ -61,12 +61,12 @@ impl foca::Identity for Member {
 
 /// A change in who is alive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Change {
+pub enum Change {
     Up(NodeId),
     Down(NodeId),
 }
 
-pub(crate) struct Membership {
+pub struct Membership {
     foca: Foca<Member, PostcardCodec, rand::rngs::StdRng, NoCustomBroadcast>,
     runtime: AccumulatingRuntime<Member>,
     timers: Vec<(Instant, Timer<Member>)>,
@@ -75,7 +75,7 @@ pub(crate) struct Membership {
 impl Membership {
     /// `incarnation` must grow across restarts (the caller derives it from the persisted
     /// message-counter reservation); `seed` feeds foca's member selection.
-    pub(crate) fn new(me: NodeId, incarnation: u32, timing: Timing, seed: u64) -> Membership {
+    pub fn new(me: NodeId, incarnation: u32, timing: Timing, seed: u64) -> Membership {
         let mut config = Config::simple();
         config.probe_period = timing.probe_period;
         config.probe_rtt = timing.probe_rtt;
@@ -109,7 +109,7 @@ impl Membership {
     }
 
     /// Asks `to` to let us in (at start, and for members we know from the shared state).
-    pub(crate) fn announce(&mut self, to: NodeId, now: Instant) {
+    pub fn announce(&mut self, to: NodeId, now: Instant) {
         let member = Member {
             id: to,
             incarnation: 0,
@@ -121,7 +121,7 @@ impl Membership {
     }
 
     /// A SWIM datagram from an authenticated member.
-    pub(crate) fn handle_data(&mut self, bytes: &[u8], now: Instant) {
+    pub fn handle_data(&mut self, bytes: &[u8], now: Instant) {
         if let Err(e) = self.foca.handle_data(bytes, &mut self.runtime) {
             tracing::trace!(error = %e, "gossip datagram dropped");
         }
@@ -129,7 +129,7 @@ impl Membership {
     }
 
     /// Fires every timer due at `now`.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.timers)
             .into_iter()
             .partition(|(at, _)| *at <= now);
@@ -142,18 +142,18 @@ impl Membership {
         self.collect(now);
     }
 
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.iter().map(|(at, _)| *at).min()
     }
 
     /// The next datagram to send, and to whom.
-    pub(crate) fn poll_transmit(&mut self) -> Option<(NodeId, Vec<u8>)> {
+    pub fn poll_transmit(&mut self) -> Option<(NodeId, Vec<u8>)> {
         self.runtime
             .to_send()
             .map(|(member, bytes)| (member.id, bytes.to_vec()))
     }
 
-    pub(crate) fn poll_change(&mut self) -> Option<Change> {
+    pub fn poll_change(&mut self) -> Option<Change> {
         while let Some(note) = self.runtime.to_notify() {
             match note {
                 OwnedNotification::MemberUp(m) => return Some(Change::Up(m.id)),
@@ -165,7 +165,7 @@ impl Membership {
     }
 
     /// Members foca currently considers alive (suspects included, as SWIM intends).
-    pub(crate) fn live(&self) -> impl Iterator<Item = NodeId> + '_ {
+    pub fn live(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.foca.iter_members().map(|m| m.id().id)
     }
 

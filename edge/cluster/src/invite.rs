@@ -20,22 +20,22 @@ use hkdf::Hkdf;
 use rand::RngCore as _;
 use sha2::Sha256;
 
-use super::envelope::NetworkId;
+use crate::envelope::NetworkId;
 
-pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(900);
-pub(crate) const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_TTL: Duration = Duration::from_secs(900);
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A parsed `join://` link.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Link {
-    pub(crate) seed: String,
-    pub(crate) network: NetworkId,
-    pub(crate) token: [u8; 16],
-    pub(crate) ttl: Duration,
+pub struct Link {
+    pub seed: String,
+    pub network: NetworkId,
+    pub token: [u8; 16],
+    pub ttl: Duration,
 }
 
 impl Link {
-    pub(crate) fn parse(text: &str) -> anyhow::Result<Link> {
+    pub fn parse(text: &str) -> anyhow::Result<Link> {
         let rest = text
             .trim()
             .strip_prefix("join://")
@@ -84,7 +84,7 @@ impl std::fmt::Display for Link {
 }
 
 /// Parses an invite lifetime such as `15m`, `900s` or `7d`: at least a second, at most 7 days.
-pub(crate) fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
+pub fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
     let ttl = humantime::parse_duration(text).with_context(|| {
         format!("invalid TTL {text:?}: expected a duration such as 15m, 900s or 2d")
     })?;
@@ -97,38 +97,38 @@ pub(crate) fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
     Ok(ttl)
 }
 
-pub(crate) fn new_token() -> [u8; 16] {
+pub fn new_token() -> [u8; 16] {
     let mut t = [0u8; 16];
     rand::rng().fill_bytes(&mut t);
     t
 }
 
 /// The public id under which the network files an invite.
-pub(crate) fn invite_id(token: &[u8; 16]) -> String {
+pub fn invite_id(token: &[u8; 16]) -> String {
     hex::encode(&derive(token, b"constella invite id")[..8])
 }
 
 /// The invite key both sides derive: the joiner from the token, members by unsealing.
-pub(crate) fn invite_key(token: &[u8; 16]) -> [u8; 32] {
+pub fn invite_key(token: &[u8; 16]) -> [u8; 32] {
     derive(token, b"constella invite key")
 }
 
 /// Key for the joiner's request: invite key and the joiner's ephemeral public key.
-pub(crate) fn request_key(invite_key: &[u8; 32], joiner_ephemeral: &[u8; 32]) -> [u8; 32] {
+pub fn request_key(invite_key: &[u8; 32], joiner_ephemeral: &[u8; 32]) -> [u8; 32] {
     let mut ikm = invite_key.to_vec();
     ikm.extend_from_slice(joiner_ephemeral);
     derive(&ikm, b"constella join request")
 }
 
 /// Key for the seed's reply: the X25519 shared secret bound to the invite key.
-pub(crate) fn reply_key(invite_key: &[u8; 32], shared: &[u8; 32]) -> [u8; 32] {
+pub fn reply_key(invite_key: &[u8; 32], shared: &[u8; 32]) -> [u8; 32] {
     let mut ikm = invite_key.to_vec();
     ikm.extend_from_slice(shared);
     derive(&ikm, b"constella join reply")
 }
 
 /// ChaCha20-Poly1305 with a random nonce prepended.
-pub(crate) fn seal(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
+pub fn seal(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
     let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
     let mut nonce = [0u8; 12];
     rand::rng().fill_bytes(&mut nonce);
@@ -142,7 +142,7 @@ pub(crate) fn seal(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
 }
 
 /// Opens `seal`'s output; `None` if it was not sealed under `key` or was altered.
-pub(crate) fn open(key: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
+pub fn open(key: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
     if sealed.len() < 12 + 16 {
         return None;
     }

@@ -3,13 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::identity::{NodeId, PublicKey};
-use super::lease;
-use super::netstate::Shared;
+use crate::identity::{NodeId, PublicKey};
+use crate::lease;
+use crate::shared::Shared;
 
 /// What one node asks another.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Request {
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
     /// A SWIM datagram for the membership layer.
     Gossip(Vec<u8>),
     /// Anti-entropy for the shared state: the sender's digest, and its state if the receiver
@@ -30,13 +30,13 @@ pub(crate) enum Request {
 
 /// The answer, sealed by the receiver and bound to the request's counter.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Reply {
-    pub(crate) in_reply_to: u64,
-    pub(crate) response: Response,
+pub struct Reply {
+    pub in_reply_to: u64,
+    pub response: Response,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Response {
+pub enum Response {
     Ack,
     Sync {
         digest: [u8; 32],
@@ -55,7 +55,7 @@ pub(crate) enum Response {
 /// Calls any node can make to any other. Each maps onto one of the target's own API endpoints,
 /// so `/api/v1/nodes/{name}/…` answers exactly as the target's local API would.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Call {
+pub enum Call {
     /// The node summary with its latest metrics (`GET /api/v1/node`).
     GetStats,
     /// Node metric time series (`GET /api/v1/node/metrics?…`).
@@ -86,11 +86,19 @@ pub(crate) enum Call {
     },
 }
 
+/// How a call reaches a node's own HTTP API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
 impl Call {
     /// Maps a mirrored API path (the part after `/api/v1/nodes/{name}`) onto a call.
-    pub(crate) fn from_path(post: bool, rest: &str, query: &str) -> Option<Call> {
+    pub fn from_path(method: Method, rest: &str, query: &str) -> Option<Call> {
         let query = query.to_string();
         let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
+        let post = method == Method::Post;
         let call = match (post, parts.as_slice()) {
             (false, ["node"] | [""]) => Call::GetStats,
             (false, ["node", "metrics"]) => Call::GetTs { query },
@@ -113,7 +121,7 @@ impl Call {
     }
 
     /// The local API request that answers this call, if it is one.
-    pub(crate) fn local_request(&self) -> Option<(bool, String)> {
+    pub fn local_request(&self) -> Option<(Method, String)> {
         let with_query = |path: String, query: &str| {
             if query.is_empty() {
                 path
@@ -122,48 +130,52 @@ impl Call {
             }
         };
         Some(match self {
-            Call::GetStats => (false, "/api/v1/node".into()),
-            Call::GetTs { query } => (false, with_query("/api/v1/node/metrics".into(), query)),
-            Call::ListDevices => (false, "/api/v1/devices".into()),
-            Call::GetDevice { device } => (false, format!("/api/v1/devices/{device}")),
+            Call::GetStats => (Method::Get, "/api/v1/node".into()),
+            Call::GetTs { query } => (
+                Method::Get,
+                with_query("/api/v1/node/metrics".into(), query),
+            ),
+            Call::ListDevices => (Method::Get, "/api/v1/devices".into()),
+            Call::GetDevice { device } => (Method::Get, format!("/api/v1/devices/{device}")),
             Call::GetDeviceTs { device, query } => (
-                false,
+                Method::Get,
                 with_query(format!("/api/v1/devices/{device}/history"), query),
             ),
-            Call::GetEvents { query } => (false, with_query("/api/v1/events".into(), query)),
-            Call::ResetAlarms { device } => {
-                (true, format!("/api/v1/devices/{device}/reset-alarms"))
-            }
+            Call::GetEvents { query } => (Method::Get, with_query("/api/v1/events".into(), query)),
+            Call::ResetAlarms { device } => (
+                Method::Post,
+                format!("/api/v1/devices/{device}/reset-alarms"),
+            ),
             Call::Reboot | Call::Speedtest { .. } => return None,
         })
     }
 
     /// Calls that change something are not answered twice, even across a restart.
-    pub(crate) fn mutates(&self) -> bool {
+    pub fn mutates(&self) -> bool {
         matches!(self, Call::ResetAlarms { .. } | Call::Reboot)
     }
 }
 
 /// A joiner's request, in clear except `sealed` (a `Hello` under the request key).
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct JoinRequest {
-    pub(crate) network: [u8; 16],
-    pub(crate) invite_id: String,
-    pub(crate) ephemeral: [u8; 32],
-    pub(crate) sealed: Vec<u8>,
+pub struct JoinRequest {
+    pub network: [u8; 16],
+    pub invite_id: String,
+    pub ephemeral: [u8; 32],
+    pub sealed: Vec<u8>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Hello {
-    pub(crate) name: String,
-    pub(crate) addr: String,
-    pub(crate) public_key: PublicKey,
-    pub(crate) priority: u32,
-    pub(crate) bot: bool,
+pub struct Hello {
+    pub name: String,
+    pub addr: String,
+    pub public_key: PublicKey,
+    pub priority: u32,
+    pub bot: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum JoinReply {
+pub enum JoinReply {
     /// `sealed` is a `Welcome` under the reply key.
     Welcome {
         ephemeral: [u8; 32],
@@ -174,7 +186,7 @@ pub(crate) enum JoinReply {
 
 /// Why a join was refused; each has its own message for the operator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     #[error("the invite token is unknown to this network (mistyped, or never issued)")]
     UnknownToken,
     #[error("the invite token has expired; ask for a new invite")]
@@ -192,20 +204,20 @@ pub(crate) enum Refusal {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Welcome {
-    pub(crate) network_id: [u8; 16],
-    pub(crate) owner_username: String,
-    pub(crate) network_key: [u8; 32],
-    pub(crate) seed: NodeId,
-    pub(crate) shared: Shared,
+pub struct Welcome {
+    pub network_id: [u8; 16],
+    pub owner_username: String,
+    pub network_key: [u8; 32],
+    pub seed: NodeId,
+    pub shared: Shared,
 }
 
 /// Decodes a postcard body; any malformed input is an error, never a panic.
-pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
     postcard::from_bytes(bytes).ok()
 }
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Encoding into a growable buffer only fails for types serde cannot express.
     postcard::to_allocvec(value).unwrap_or_default()
 }
@@ -217,24 +229,24 @@ mod tests {
     #[test]
     fn mirrored_paths_map_to_calls_and_back() {
         for (post, rest, query, path) in [
-            (false, "node", "", "/api/v1/node"),
+            (Method::Get, "node", "", "/api/v1/node"),
             (
-                false,
+                Method::Get,
                 "node/metrics",
                 "step=60",
                 "/api/v1/node/metrics?step=60",
             ),
-            (false, "devices", "", "/api/v1/devices"),
-            (false, "devices/house1", "", "/api/v1/devices/house1"),
+            (Method::Get, "devices", "", "/api/v1/devices"),
+            (Method::Get, "devices/house1", "", "/api/v1/devices/house1"),
             (
-                false,
+                Method::Get,
                 "devices/house1/history",
                 "field=t",
                 "/api/v1/devices/house1/history?field=t",
             ),
-            (false, "events", "limit=5", "/api/v1/events?limit=5"),
+            (Method::Get, "events", "limit=5", "/api/v1/events?limit=5"),
             (
-                true,
+                Method::Post,
                 "devices/house1/reset-alarms",
                 "",
                 "/api/v1/devices/house1/reset-alarms",
@@ -243,10 +255,13 @@ mod tests {
             let call = Call::from_path(post, rest, query).expect(rest);
             assert_eq!(call.local_request(), Some((post, path.to_string())));
         }
-        assert_eq!(Call::from_path(true, "reboot", ""), Some(Call::Reboot));
-        assert_eq!(Call::from_path(false, "reboot", ""), None);
-        assert_eq!(Call::from_path(true, "devices", ""), None);
-        assert_eq!(Call::from_path(false, "speedtest/blob", ""), None);
+        assert_eq!(
+            Call::from_path(Method::Post, "reboot", ""),
+            Some(Call::Reboot)
+        );
+        assert_eq!(Call::from_path(Method::Get, "reboot", ""), None);
+        assert_eq!(Call::from_path(Method::Post, "devices", ""), None);
+        assert_eq!(Call::from_path(Method::Get, "speedtest/blob", ""), None);
     }
 
     #[test]

@@ -1,0 +1,350 @@
+//! Joins, sans-IO: the checks a redeeming node makes on a join request, the quorum that must
+//! confirm an invite's redemption, and the decision once the members answered.
+//!
+//! An invite is redeemed only once a quorum of members (a majority; one in networks of one or
+//! two) recorded it as used by this joiner (`consume`), so two joiners racing with one token at
+//! two nodes cannot both get in.
+
+use crate::envelope::NetworkId;
+use crate::identity::NodeId;
+use crate::invite;
+use crate::shared::{PeerInfo, Shared};
+use crate::wire::{self, Hello, JoinRequest, Refusal};
+
+/// A join request that passed every check that needs no other node.
+#[derive(Debug)]
+pub struct CheckedJoin {
+    /// The invite it redeems.
+    pub invite_id: String,
+    /// What the joiner says of itself.
+    pub hello: Hello,
+    /// The joiner's node id (from its key).
+    pub id: NodeId,
+    /// The invite's key, for the reply's key.
+    pub key: [u8; 32],
+    /// The joiner's X25519 ephemeral key.
+    pub ephemeral: [u8; 32],
+    /// The joiner is already a member (its earlier answer was lost).
+    pub admitted: bool,
+}
+
+/// Members needed to confirm a redemption: a majority, or one in networks of one or two.
+pub fn join_quorum(members: usize) -> usize {
+    if members <= 2 { 1 } else { members / 2 + 1 }
+}
+
+/// Checks a join request against this node's view: token, network, name and key.
+pub fn check(
+    bytes: &[u8],
+    network: NetworkId,
+    network_key: &[u8; 32],
+    shared: &Shared,
+    unix_now: u64,
+) -> Result<CheckedJoin, Refusal> {
+    let request = wire::decode::<JoinRequest>(bytes).ok_or(Refusal::UnknownToken)?;
+    if request.network != network.0 {
+        return Err(Refusal::WrongNetwork);
+    }
+    let record = shared
+        .invites
+        .get(&request.invite_id)
+        .ok_or(Refusal::UnknownToken)?;
+    let key = invite::open(network_key, &record.sealed_key)
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .ok_or(Refusal::UnknownToken)?;
+    let hello = invite::open(
+        &invite::request_key(&key, &request.ephemeral),
+        &request.sealed,
+    )
+    .and_then(|plain| wire::decode::<Hello>(&plain))
+    .ok_or(Refusal::UnknownToken)?;
+    let id = NodeId::of(&hello.public_key);
+    let admitted = is_member(shared, id, &hello.name);
+    match &record.used_by {
+        // The joiner's earlier attempt succeeded but its answer was lost: answer again. Or
+        // its confirmation is still open here: try it again.
+        Some(used_by) if *used_by == hello.name => {}
+        Some(_) => return Err(Refusal::UsedToken),
+        None if record.expires_at <= unix_now => return Err(Refusal::ExpiredToken),
+        None => {}
+    }
+    if !admitted {
+        if shared.removed.contains(&id) {
+            return Err(Refusal::RemovedKey);
+        }
+        name_free(shared, id, &hello.name)?;
+    }
+    Ok(CheckedJoin {
+        invite_id: request.invite_id,
+        hello,
+        id,
+        key,
+        ephemeral: request.ephemeral,
+        admitted,
+    })
+}
+
+/// What to do with a checked join once `granted` members confirmed it and `refused` said it
+/// was used by someone else.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Already a member: answer with the welcome again.
+    Welcome,
+    /// Add the joiner, then welcome it.
+    Admit,
+    /// Refuse it.
+    Refuse(Refusal),
+}
+
+/// Decides a join after its confirmation round, against the state as it is now (another joiner
+/// may have taken the name meanwhile).
+pub fn decide(checked: &CheckedJoin, shared: &Shared, granted: usize, refused: usize) -> Decision {
+    if is_member(shared, checked.id, &checked.hello.name) {
+        return Decision::Welcome;
+    }
+    if granted < join_quorum(shared.peers.len()) {
+        return Decision::Refuse(if refused > 0 {
+            Refusal::UsedToken
+        } else {
+            Refusal::NotConfirmed
+        });
+    }
+    match name_free(shared, checked.id, &checked.hello.name) {
+        Ok(()) => Decision::Admit,
+        Err(refusal) => Decision::Refuse(refusal),
+    }
+}
+
+/// Adds the joiner to the peer table and records the invite as used by it.
+pub fn admit(shared: &mut Shared, checked: &CheckedJoin) {
+    let hello = &checked.hello;
+    shared.peers.insert(
+        checked.id,
+        PeerInfo {
+            name: hello.name.clone(),
+            addr: hello.addr.clone(),
+            public_key: hello.public_key,
+            priority: hello.priority,
+            bot: hello.bot,
+        },
+    );
+    mark_used(shared, &checked.invite_id, &hello.name);
+}
+
+/// Records `invite_id` as used by `name` (before this node asks the others to confirm).
+pub fn mark_used(shared: &mut Shared, invite_id: &str, name: &str) {
+    if let Some(invite) = shared.invites.get_mut(invite_id) {
+        invite.used_by = Some(name.to_string());
+    }
+}
+
+/// A member's answer when asked to record an invite as redeemed by `name`: true if it was free
+/// (now recorded: the caller persists before answering) or already recorded for `name`. An
+/// invite not known here yet is refused: this node cannot vouch that nobody else redeemed it.
+pub fn consume(shared: &mut Shared, invite_id: &str, name: &str) -> Consumed {
+    match shared.invites.get_mut(invite_id) {
+        Some(invite) if invite.used_by.is_none() => {
+            invite.used_by = Some(name.to_string());
+            Consumed::Recorded
+        }
+        Some(invite) if invite.used_by.as_deref() == Some(name) => Consumed::AlreadyThisJoiner,
+        Some(_) | None => Consumed::Refused,
+    }
+}
+
+/// The outcome of [`consume`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consumed {
+    /// Free until now; recorded for this joiner (persist it before answering).
+    Recorded,
+    /// Already recorded for this joiner.
+    AlreadyThisJoiner,
+    /// Used by another joiner, or unknown here.
+    Refused,
+}
+
+impl Consumed {
+    /// Whether the answer confirms the redemption.
+    pub fn confirms(self) -> bool {
+        self != Consumed::Refused
+    }
+}
+
+fn is_member(shared: &Shared, id: NodeId, name: &str) -> bool {
+    shared.peers.get(&id).is_some_and(|p| p.name == name)
+}
+
+fn name_free(shared: &Shared, id: NodeId, name: &str) -> Result<(), Refusal> {
+    if shared.peer_by_name(name).is_some() || shared.peers.contains_key(&id) {
+        return Err(Refusal::DuplicateName(name.to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::NodeKey;
+    use crate::shared::Invite;
+
+    const NOW: u64 = 1_800_000_000;
+    const NETWORK: NetworkId = NetworkId([3; 16]);
+    const NETWORK_KEY: [u8; 32] = [9; 32];
+
+    /// A network with one member (`seed`) and one invite; returns the state, the token's
+    /// invite id and key.
+    fn network(expires_at: u64) -> (Shared, String, [u8; 32]) {
+        let mut shared = Shared::default();
+        let seed = NodeKey::generate();
+        shared.peers.insert(seed.id(), peer(&seed, "seed"));
+        let token = invite::new_token();
+        let key = invite::invite_key(&token);
+        let id = invite::invite_id(&token);
+        shared.invites.insert(
+            id.clone(),
+            Invite {
+                sealed_key: invite::seal(&NETWORK_KEY, &key),
+                expires_at,
+                used_by: None,
+            },
+        );
+        (shared, id, key)
+    }
+
+    fn peer(key: &NodeKey, name: &str) -> PeerInfo {
+        PeerInfo {
+            name: name.into(),
+            addr: "10.0.0.1:7300".into(),
+            public_key: key.public(),
+            priority: 1,
+            bot: false,
+        }
+    }
+
+    fn request(invite_id: &str, key: &[u8; 32], joiner: &NodeKey, name: &str) -> Vec<u8> {
+        let ephemeral = [5u8; 32];
+        let hello = Hello {
+            name: name.into(),
+            addr: "10.0.0.2:7300".into(),
+            public_key: joiner.public(),
+            priority: 2,
+            bot: false,
+        };
+        wire::encode(&JoinRequest {
+            network: NETWORK.0,
+            invite_id: invite_id.into(),
+            ephemeral,
+            sealed: invite::seal(&invite::request_key(key, &ephemeral), &wire::encode(&hello)),
+        })
+    }
+
+    fn check_at(bytes: &[u8], shared: &Shared) -> Result<CheckedJoin, Refusal> {
+        check(bytes, NETWORK, &NETWORK_KEY, shared, NOW)
+    }
+
+    #[test]
+    fn a_fresh_invite_admits_once_a_quorum_confirms() {
+        let (mut shared, id, key) = network(NOW + 900);
+        let joiner = NodeKey::generate();
+        let checked = check_at(&request(&id, &key, &joiner, "beta"), &shared).expect("checked");
+        assert!(!checked.admitted);
+        assert_eq!(decide(&checked, &shared, 1, 0), Decision::Admit);
+        admit(&mut shared, &checked);
+        assert_eq!(
+            shared.peer_by_name("beta").map(|(i, _)| i),
+            Some(joiner.id())
+        );
+        assert_eq!(shared.invites[&id].used_by.as_deref(), Some("beta"));
+        // The same joiner asking again (its answer was lost) is welcomed again.
+        let again = check_at(&request(&id, &key, &joiner, "beta"), &shared).expect("again");
+        assert!(again.admitted);
+        assert_eq!(decide(&again, &shared, 0, 0), Decision::Welcome);
+    }
+
+    #[test]
+    fn bad_requests_are_refused_each_for_its_reason() {
+        let (mut shared, id, key) = network(NOW + 900);
+        let joiner = NodeKey::generate();
+        assert_eq!(
+            check_at(b"junk", &shared).err(),
+            Some(Refusal::UnknownToken)
+        );
+        let unknown = request("no-such-invite", &key, &joiner, "beta");
+        assert_eq!(
+            check_at(&unknown, &shared).err(),
+            Some(Refusal::UnknownToken)
+        );
+        let wrong_key = request(&id, &[1; 32], &joiner, "beta");
+        assert_eq!(
+            check_at(&wrong_key, &shared).err(),
+            Some(Refusal::UnknownToken)
+        );
+        let taken = request(&id, &key, &joiner, "seed");
+        assert_eq!(
+            check_at(&taken, &shared).err(),
+            Some(Refusal::DuplicateName("seed".into()))
+        );
+        let other = check(
+            &request(&id, &key, &joiner, "beta"),
+            NetworkId([4; 16]),
+            &NETWORK_KEY,
+            &shared,
+            NOW,
+        );
+        assert_eq!(other.err(), Some(Refusal::WrongNetwork));
+        shared.removed.insert(joiner.id());
+        let removed = request(&id, &key, &joiner, "beta");
+        assert_eq!(check_at(&removed, &shared).err(), Some(Refusal::RemovedKey));
+        let (expired, id, key) = network(NOW);
+        let late = request(&id, &key, &joiner, "beta");
+        assert_eq!(check_at(&late, &expired).err(), Some(Refusal::ExpiredToken));
+    }
+
+    #[test]
+    fn a_used_invite_refuses_another_joiner() {
+        let (mut shared, id, key) = network(NOW + 900);
+        mark_used(&mut shared, &id, "beta");
+        let other = request(&id, &key, &NodeKey::generate(), "gamma");
+        assert_eq!(check_at(&other, &shared).err(), Some(Refusal::UsedToken));
+    }
+
+    #[test]
+    fn without_a_quorum_the_join_is_refused_with_the_right_reason() {
+        let (mut shared, id, key) = network(NOW + 900);
+        for name in ["b", "c"] {
+            let k = NodeKey::generate();
+            shared.peers.insert(k.id(), peer(&k, name));
+        }
+        assert_eq!(join_quorum(shared.peers.len()), 2);
+        let checked =
+            check_at(&request(&id, &key, &NodeKey::generate(), "d"), &shared).expect("checked");
+        assert_eq!(
+            decide(&checked, &shared, 1, 1),
+            Decision::Refuse(Refusal::UsedToken)
+        );
+        assert_eq!(
+            decide(&checked, &shared, 1, 0),
+            Decision::Refuse(Refusal::NotConfirmed)
+        );
+        assert_eq!(decide(&checked, &shared, 2, 0), Decision::Admit);
+    }
+
+    #[test]
+    fn consume_records_one_joiner_and_refuses_the_rest() {
+        let (mut shared, id, _) = network(NOW + 900);
+        assert_eq!(consume(&mut shared, &id, "beta"), Consumed::Recorded);
+        assert_eq!(
+            consume(&mut shared, &id, "beta"),
+            Consumed::AlreadyThisJoiner
+        );
+        assert_eq!(consume(&mut shared, &id, "gamma"), Consumed::Refused);
+        assert_eq!(consume(&mut shared, "unknown", "beta"), Consumed::Refused);
+        assert!(Consumed::AlreadyThisJoiner.confirms() && !Consumed::Refused.confirms());
+    }
+
+    #[test]
+    fn quorums_are_majorities_from_three_members() {
+        let quorums: Vec<usize> = (1..=6).map(join_quorum).collect();
+        assert_eq!(quorums, [1, 1, 2, 3, 3, 4]);
+    }
+}

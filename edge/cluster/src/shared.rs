@@ -1,0 +1,299 @@
+//! The part of a node's network state that every node converges on by gossip: the peer table,
+//! removed nodes, the bot lease record and the invites. `merge` is the one rule by which two
+//! views combine; it must be a join (commutative, associative, idempotent) so that any order of
+//! delivery, with any duplication, converges.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{NodeId, PublicKey};
+use crate::lease;
+
+/// The part of the state that every node converges on by gossip.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Shared {
+    pub peers: BTreeMap<NodeId, PeerInfo>,
+    pub removed: BTreeSet<NodeId>,
+    pub bot_lease: lease::Record,
+    pub invites: BTreeMap<String, Invite>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub name: String,
+    pub addr: String,
+    pub public_key: PublicKey,
+    pub priority: u32,
+    pub bot: bool,
+}
+
+/// An invite: its key sealed under the network key, its expiry (unix seconds) and who used it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invite {
+    pub sealed_key: Vec<u8>,
+    pub expires_at: u64,
+    pub used_by: Option<String>,
+}
+
+impl Shared {
+    /// Merges another node's view, as a join of independent parts, so that nodes converge
+    /// whatever order states arrive in and however often:
+    /// - removals are a grow-only set, and a removed node is dropped from the peers;
+    /// - peers are a union; two entries for one node id (which only a changed address or
+    ///   priority could give) resolve to the greater by (name, addr, priority, bot);
+    /// - the lease record with the higher epoch wins; at one epoch a release (no holder) wins,
+    ///   then the smaller holder id; the bot offset only grows;
+    /// - invites are a union; once used an invite stays used, and two redemptions resolve to the
+    ///   smaller name everywhere.
+    ///
+    /// Two nodes admitted at once under one name through different seeds both stay (each was
+    /// admitted by a quorum-confirmed invite); `peer_by_name` resolves the name to the smaller
+    /// node id everywhere, and the table shows both so the operator can remove one.
+    /// Returns true if anything changed.
+    pub fn merge(&mut self, other: &Shared) -> bool {
+        let before = self.clone();
+        self.removed.extend(other.removed.iter().copied());
+        for (id, info) in &other.peers {
+            let entry = self.peers.entry(*id).or_insert_with(|| info.clone());
+            if peer_rank(info) > peer_rank(entry) {
+                entry.clone_from(info);
+            }
+        }
+        let removed = &self.removed;
+        self.peers.retain(|id, _| !removed.contains(id));
+        if lease_rank(&other.bot_lease) > lease_rank(&self.bot_lease) {
+            self.bot_lease.holder = other.bot_lease.holder;
+            self.bot_lease.epoch = other.bot_lease.epoch;
+        }
+        self.bot_lease.offset = self.bot_lease.offset.max(other.bot_lease.offset);
+        for (id, invite) in &other.invites {
+            let entry = self
+                .invites
+                .entry(id.clone())
+                .or_insert_with(|| invite.clone());
+            if (invite.expires_at, &invite.sealed_key) > (entry.expires_at, &entry.sealed_key) {
+                entry.expires_at = invite.expires_at;
+                entry.sealed_key.clone_from(&invite.sealed_key);
+            }
+            let replace = match (&entry.used_by, &invite.used_by) {
+                (None, Some(_)) => true,
+                (Some(mine), Some(theirs)) => theirs < mine,
+                _ => false,
+            };
+            if replace {
+                entry.used_by.clone_from(&invite.used_by);
+            }
+        }
+        *self != before
+    }
+
+    /// A digest of the shared state, to skip sending it when a peer already has the same.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        // postcard of BTreeMaps is deterministic; encoding a plain struct cannot fail.
+        let bytes = postcard::to_allocvec(self).unwrap_or_default();
+        sha2::Sha256::digest(&bytes).into()
+    }
+
+    /// Drops invites that expired more than a day ago (used ones are kept as long, then go too).
+    pub fn prune_invites(&mut self, unix_now: u64) {
+        self.invites
+            .retain(|_, i| i.expires_at.saturating_add(86_400) > unix_now);
+    }
+
+    /// The node a name stands for: the smaller node id if two share it.
+    pub fn peer_by_name(&self, name: &str) -> Option<(NodeId, &PeerInfo)> {
+        self.peers
+            .iter()
+            .find(|(_, p)| p.name == name)
+            .map(|(id, p)| (*id, p))
+    }
+}
+
+/// The order in which two entries for one node id resolve.
+fn peer_rank(p: &PeerInfo) -> (&str, &str, u32, bool) {
+    (&p.name, &p.addr, p.priority, p.bot)
+}
+
+/// The order in which two lease records resolve: higher epoch, then no holder (a release), then
+/// the smaller holder.
+fn lease_rank(r: &lease::Record) -> (u64, std::cmp::Reverse<Option<NodeId>>) {
+    (r.epoch, std::cmp::Reverse(r.holder))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The merge is a join: commutative, associative, idempotent, and so convergent under any
+    //! delivery order with any duplication. States are drawn from a small universe of ids, names
+    //! and invites so that conflicts (one id twice, one name twice, one invite redeemed twice,
+    //! one epoch with two holders, removals of live peers) are common.
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::identity::NodeKey;
+
+    fn keys() -> &'static [NodeKey] {
+        static KEYS: std::sync::OnceLock<Vec<NodeKey>> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| (0..5u8).map(|i| NodeKey::from_seed([i + 1; 32])).collect())
+    }
+
+    fn peer() -> impl Strategy<Value = (NodeId, PeerInfo)> {
+        (0..5usize, 0..3u8, 0..2u8, 0..3u32, any::<bool>()).prop_map(
+            |(k, name, addr, priority, bot)| {
+                let key = &keys()[k];
+                let info = PeerInfo {
+                    name: format!("n{name}"),
+                    addr: format!("10.0.0.{addr}:7300"),
+                    public_key: key.public(),
+                    priority,
+                    bot,
+                };
+                (key.id(), info)
+            },
+        )
+    }
+
+    fn invite() -> impl Strategy<Value = (String, Invite)> {
+        (0..3u8, 0..2u8, 0..2u64, proptest::option::of(0..3u8)).prop_map(
+            |(id, key, expiry, used_by)| {
+                let invite = Invite {
+                    sealed_key: vec![key; 4],
+                    expires_at: 1_000 + expiry,
+                    used_by: used_by.map(|n| format!("n{n}")),
+                };
+                (format!("invite-{id}"), invite)
+            },
+        )
+    }
+
+    fn shared() -> impl Strategy<Value = Shared> {
+        (
+            proptest::collection::vec(peer(), 0..5),
+            proptest::collection::btree_set(0..5usize, 0..2),
+            (0..3u64, proptest::option::of(0..5usize), 0..4u64),
+            proptest::collection::vec(invite(), 0..3),
+        )
+            .prop_map(|(peers, removed, (epoch, holder, offset), invites)| {
+                let mut state = Shared {
+                    peers: BTreeMap::new(),
+                    removed: removed.into_iter().map(|k| keys()[k].id()).collect(),
+                    bot_lease: lease::Record {
+                        holder: holder.map(|k| keys()[k].id()),
+                        epoch,
+                        offset,
+                    },
+                    invites: BTreeMap::new(),
+                };
+                // Built through merge, so every drawn state is one a node could hold.
+                for (id, info) in peers {
+                    let one = Shared {
+                        peers: [(id, info)].into_iter().collect(),
+                        ..Shared::default()
+                    };
+                    state.merge(&one);
+                }
+                for (id, invite) in invites {
+                    let one = Shared {
+                        invites: [(id, invite)].into_iter().collect(),
+                        ..Shared::default()
+                    };
+                    state.merge(&one);
+                }
+                state.merge(&Shared {
+                    removed: state.removed.clone(),
+                    ..Shared::default()
+                });
+                state
+            })
+    }
+
+    fn merged(a: &Shared, b: &Shared) -> Shared {
+        let mut out = a.clone();
+        out.merge(b);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative(a in shared(), b in shared()) {
+            prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+        }
+
+        #[test]
+        fn merge_is_associative(a in shared(), b in shared(), c in shared()) {
+            prop_assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
+        }
+
+        #[test]
+        fn merge_is_idempotent_and_reports_no_change(a in shared(), b in shared()) {
+            let mut once = merged(&a, &b);
+            let twice = merged(&once, &b);
+            prop_assert_eq!(&twice, &once);
+            prop_assert!(!once.merge(&b));
+            prop_assert!(!once.merge(&once.clone()));
+        }
+
+        #[test]
+        fn any_delivery_order_with_duplicates_converges(
+            states in proptest::collection::vec(shared(), 1..5),
+            order in proptest::collection::vec((0..4usize, 0..4usize), 0..40),
+        ) {
+            // Node i starts from states[i]; each step delivers node a's current state to node b
+            // (a step may repeat, so messages are duplicated). A final round of full exchange
+            // (all pairs, in order) must leave every node equal to the merge of all states.
+            let n = states.len();
+            let mut nodes = states.clone();
+            for (a, b) in order {
+                let (a, b) = (a % n, b % n);
+                let sent = nodes[a].clone();
+                nodes[b].merge(&sent);
+            }
+            for a in 0..n {
+                for b in 0..n {
+                    let sent = nodes[a].clone();
+                    nodes[b].merge(&sent);
+                }
+            }
+            let all = states.iter().fold(Shared::default(), |acc, s| merged(&acc, s));
+            for node in &nodes {
+                prop_assert_eq!(node, &all);
+                prop_assert_eq!(node.digest(), all.digest());
+            }
+        }
+    }
+
+    #[test]
+    fn removals_win_and_used_invites_stay_used() {
+        let key = &keys()[0];
+        let mut a = Shared::default();
+        a.peers.insert(
+            key.id(),
+            PeerInfo {
+                name: "n0".into(),
+                addr: "a".into(),
+                public_key: key.public(),
+                priority: 1,
+                bot: false,
+            },
+        );
+        let mut b = Shared::default();
+        b.removed.insert(key.id());
+        assert!(a.merge(&b));
+        assert!(a.peers.is_empty());
+        let invite = |used_by: Option<&str>| Invite {
+            sealed_key: vec![1],
+            expires_at: 5,
+            used_by: used_by.map(str::to_string),
+        };
+        let mut c = Shared::default();
+        c.invites.insert("i".into(), invite(Some("beta")));
+        let mut d = Shared::default();
+        d.invites.insert("i".into(), invite(None));
+        d.merge(&c);
+        assert_eq!(d.invites["i"].used_by.as_deref(), Some("beta"));
+        c.invites.insert("i".into(), invite(Some("alpha")));
+        d.merge(&c);
+        assert_eq!(d.invites["i"].used_by.as_deref(), Some("alpha"));
+    }
+}
