@@ -15,7 +15,7 @@ use constella_modbus::{LineParity, LineSettings};
 use constella_sim::{self as sim, FaultSpec, Pacing, SimOptions, Undocumented};
 
 use crate::serial;
-use crate::{agent, client, cluster, demo, state};
+use crate::{agent, client, cluster, demo, shutdown, state};
 
 #[derive(Parser)]
 #[command(
@@ -252,7 +252,7 @@ impl Command {
                 let config = Config::load(&config)?;
                 let agent = agent::Agent::start(&config).await?;
                 tracing::info!(api = %agent.api_addr, cluster = ?agent.cluster_listen, devices = config.devices.len(), "agent running");
-                shutdown_signal().await?;
+                shutdown::signal().await?;
                 agent.stop().await;
                 Ok(())
             }
@@ -399,18 +399,8 @@ async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
         println!("rtu {}", path.display());
     }
     println!("ready");
-    shutdown_signal().await?;
+    shutdown::signal().await?;
     drop(running);
-    Ok(())
-}
-
-/// Waits for Ctrl-C or SIGTERM (systemd's stop).
-pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
-        _ = term.recv() => {}
-    }
     Ok(())
 }
 

@@ -58,7 +58,7 @@ pub(crate) async fn run(
     let mut shown = 0usize;
     let result = loop {
         tokio::select! {
-            result = crate::cli::shutdown_signal() => break result,
+            result = crate::shutdown::signal() => break result,
             _ = tick.tick() => {
                 let mut lines = vec![node_line(&agent)];
                 lines.extend(agent.registry.snapshot().iter().map(summary));

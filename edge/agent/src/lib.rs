@@ -16,6 +16,7 @@ mod modbus;
 mod outcome;
 mod recorder;
 mod serial;
+mod shutdown;
 mod speedtest;
 mod state;
 mod store;
