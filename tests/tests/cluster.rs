@@ -218,7 +218,7 @@ fn state_json(node: &Node, file: &str) -> Value {
     serde_json::from_str(&text).expect("state json")
 }
 
-/// A cluster envelope (the `CNS1` layout documented in `edge/src/cluster/envelope.rs`), built
+/// A cluster envelope (the `CNS1` layout documented in `edge/cluster/src/envelope.rs`), built
 /// here independently of the agent's code, with a `Gossip` body that carries no data.
 fn envelope(network: &str, from: &str, to: &str, counter: u64, seed: [u8; 32]) -> Vec<u8> {
     use ed25519_dalek::Signer as _;

@@ -200,7 +200,7 @@ pub(crate) struct SimArgs {
     /// A TOML file of timed faults ([[step]] at = "10s", fault = "rtu:2=silent").
     #[arg(long)]
     scenario: Option<PathBuf>,
-    /// Start every unit from a captured snapshot (A–H, see common/src/kub1063/fixtures.rs).
+    /// Start every unit from a captured snapshot (A–H, see common/kub1063/src/fixtures.rs).
     #[arg(long)]
     snapshot: Option<char>,
     /// Seed of the simulated drift.
