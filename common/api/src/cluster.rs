@@ -14,6 +14,16 @@ pub enum NodeStatus {
     Down,
 }
 
+impl NodeStatus {
+    /// The name as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Alive => "alive",
+            NodeStatus::Down => "down",
+        }
+    }
+}
+
 /// `GET /api/v1/nodes`: the cluster as this node sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nodes {

@@ -28,6 +28,18 @@ pub enum DeviceStatus {
     Offline,
 }
 
+impl DeviceStatus {
+    /// The name as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Pending => "pending",
+            DeviceStatus::Online => "online",
+            DeviceStatus::Failing => "failing",
+            DeviceStatus::Offline => "offline",
+        }
+    }
+}
+
 /// `GET /api/v1/devices`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceList {

@@ -65,6 +65,20 @@ pub enum EventKind {
     DeviceBack,
 }
 
+impl EventKind {
+    /// The name as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Raised => "raised",
+            EventKind::Cleared => "cleared",
+            EventKind::SensorLost => "sensor_lost",
+            EventKind::SensorBack => "sensor_back",
+            EventKind::DeviceUnreachable => "device_unreachable",
+            EventKind::DeviceBack => "device_back",
+        }
+    }
+}
+
 /// One stored event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {

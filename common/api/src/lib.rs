@@ -19,3 +19,44 @@ pub mod speedtest;
 pub mod client;
 
 pub use error::{ErrorBody, ErrorDetail};
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+
+    use crate::cluster::NodeStatus;
+    use crate::devices::DeviceStatus;
+    use crate::history::EventKind;
+
+    fn json_name<T: Serialize>(value: T) -> String {
+        serde_json::to_value(value)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn as_str_is_the_json_name() {
+        for s in [
+            DeviceStatus::Pending,
+            DeviceStatus::Online,
+            DeviceStatus::Failing,
+            DeviceStatus::Offline,
+        ] {
+            assert_eq!(s.as_str(), json_name(s));
+        }
+        for k in [
+            EventKind::Raised,
+            EventKind::Cleared,
+            EventKind::SensorLost,
+            EventKind::SensorBack,
+            EventKind::DeviceUnreachable,
+            EventKind::DeviceBack,
+        ] {
+            assert_eq!(k.as_str(), json_name(k));
+        }
+        for n in [NodeStatus::Alive, NodeStatus::Down] {
+            assert_eq!(n.as_str(), json_name(n));
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use constella_api::client::Client;
-use constella_api::cluster::{NodeStatus, Nodes};
+use constella_api::cluster::Nodes;
 
 use crate::config::Config;
 use crate::state;
@@ -40,10 +40,7 @@ pub(crate) fn status_table(table: &Nodes) -> String {
             "{:<16} {:<22} {:<6} {:<10} {:<7} {}",
             node.name,
             node.addr,
-            match node.status {
-                NodeStatus::Alive => "alive",
-                NodeStatus::Down => "down",
-            },
+            node.status.as_str(),
             ago(node.last_seen),
             if node.leader { "*" } else { "" },
             if node.lease_holder {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use constella_api::ErrorBody;
 use constella_api::cluster::Throughput;
 use constella_api::devices::{DeviceDetail, DeviceList, DeviceStatus, FieldStatus};
-use constella_api::history::{EventKind, EventList};
+use constella_api::history::EventList;
 use constella_api::node::Node;
 
 use constella_cluster::table::{Liveness, Table};
@@ -66,7 +66,7 @@ pub(crate) fn device(node: &str, detail: &DeviceDetail) -> String {
     let mut out = format!(
         "{node}/{}: {}\n",
         detail.summary.id,
-        device_status(detail.summary.status)
+        detail.summary.status.as_str()
     );
     for field in detail.fields.iter().filter(|f| f.status == FieldStatus::Ok) {
         let _ = writeln!(
@@ -152,7 +152,7 @@ pub(crate) fn events(node: &str, answer: &EventList) -> String {
             "{} {} {} {} {}",
             e.at,
             e.device,
-            event_kind(e.kind),
+            e.kind.as_str(),
             e.subject,
             e.detail
         );
@@ -180,26 +180,6 @@ fn health_mark(status: DeviceStatus) -> &'static str {
         DeviceStatus::Online => "🟢",
         DeviceStatus::Failing | DeviceStatus::Pending => "🟡",
         DeviceStatus::Offline => "🔴",
-    }
-}
-
-fn device_status(status: DeviceStatus) -> &'static str {
-    match status {
-        DeviceStatus::Pending => "pending",
-        DeviceStatus::Online => "online",
-        DeviceStatus::Failing => "failing",
-        DeviceStatus::Offline => "offline",
-    }
-}
-
-fn event_kind(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Raised => "raised",
-        EventKind::Cleared => "cleared",
-        EventKind::SensorLost => "sensor_lost",
-        EventKind::SensorBack => "sensor_back",
-        EventKind::DeviceUnreachable => "device_unreachable",
-        EventKind::DeviceBack => "device_back",
     }
 }
 
