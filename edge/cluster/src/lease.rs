@@ -82,6 +82,24 @@ pub enum Message {
     Release { epoch: u64, offset: u64 },
 }
 
+/// A claim as a member receives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub epoch: u64,
+    pub round: u64,
+    /// The bot's next update id, as the claimant knows it.
+    pub offset: u64,
+}
+
+/// Whether a node has run before: a restarted node cannot know what it promised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// No state from an earlier run: it never promised anything.
+    FirstRun,
+    /// It ran before and may have promised its vote to a holder.
+    Restart,
+}
+
 /// A member's answer to a claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vote {
@@ -172,14 +190,14 @@ const FENCE_LEASES: u32 = 10;
 impl Lease {
     /// A node starting at `now` that knows `record` from its saved state. After a restart it
     /// promises nobody for one lease duration, since it cannot know what it promised before; a
-    /// node on its `first_run` never promised anything and votes at once. Either way it claims
+    /// node on its first run never promised anything and votes at once. Either way it claims
     /// nothing for that long, so it knows who else is alive before it stands.
     pub fn new(
         me: NodeId,
         config: LeaseConfig,
         record: Record,
         now: Instant,
-        first_run: bool,
+        start: Start,
     ) -> Lease {
         Lease {
             me,
@@ -187,7 +205,7 @@ impl Lease {
             promise: Promise {
                 holder: None,
                 epoch: record.epoch,
-                until: if first_run {
+                until: if start == Start::FirstRun {
                     now
                 } else {
                     now + config.duration
@@ -234,8 +252,12 @@ impl Lease {
     }
 
     /// A member claims (or renews) the lease.
-    pub fn handle_claim(&mut self, from: NodeId, claim: (u64, u64, u64), now: Instant) -> Vote {
-        let (epoch, round, offset) = claim;
+    pub fn handle_claim(&mut self, from: NodeId, claim: Claim, now: Instant) -> Vote {
+        let Claim {
+            epoch,
+            round,
+            offset,
+        } = claim;
         let promise_live = now < self.promise.until;
         let free = !promise_live || self.promise.holder == Some(from);
         let fresh = epoch > self.promise.epoch
@@ -555,7 +577,7 @@ mod tests {
                             LeaseConfig::default(),
                             Record::default(),
                             start,
-                            false,
+                            Start::Restart,
                         ),
                         alive: true,
                         frozen: false,
@@ -626,10 +648,15 @@ mod tests {
                         round,
                         offset,
                     }) => {
-                        let vote =
-                            self.nodes[to]
-                                .lease
-                                .handle_claim(from_id, (epoch, round, offset), now);
+                        let vote = self.nodes[to].lease.handle_claim(
+                            from_id,
+                            Claim {
+                                epoch,
+                                round,
+                                offset,
+                            },
+                            now,
+                        );
                         self.send(to, from, Packet::Vote(vote));
                     }
                     Packet::Message(Message::Release { epoch, offset }) => self.nodes[to]
@@ -741,8 +768,13 @@ mod tests {
         fn restart(&mut self, i: usize) {
             let record = self.nodes[i].lease.record();
             let now = self.local(i);
-            self.nodes[i].lease =
-                Lease::new(self.nodes[i].id, LeaseConfig::default(), record, now, false);
+            self.nodes[i].lease = Lease::new(
+                self.nodes[i].id,
+                LeaseConfig::default(),
+                record,
+                now,
+                Start::Restart,
+            );
             self.nodes[i].alive = true;
         }
     }
@@ -902,7 +934,15 @@ mod tests {
         sim.restart(2);
         let now = sim.local(2);
         let claimant = sim.nodes[1].id;
-        let vote = sim.nodes[2].lease.handle_claim(claimant, (2, 0, 0), now);
+        let vote = sim.nodes[2].lease.handle_claim(
+            claimant,
+            Claim {
+                epoch: 2,
+                round: 0,
+                offset: 0,
+            },
+            now,
+        );
         assert!(!vote.granted);
         sim.run(10 * SECOND);
         assert_eq!(sim.holders, [(0, 1)]);

@@ -161,7 +161,7 @@ pub fn table(sources: &Sources<'_>) -> Table {
 mod tests {
     use super::*;
     use crate::identity::NodeKey;
-    use crate::lease::LeaseConfig;
+    use crate::lease::{LeaseConfig, Start};
 
     fn peer(name: &str, priority: u32, bot: bool) -> (NodeId, PeerInfo) {
         let key = NodeKey::generate();
@@ -213,7 +213,13 @@ mod tests {
         let id = |name: &str| *peers.iter().find(|(_, p)| p.name == name).expect(name).0;
         let (me, b) = (id("c"), id("b"));
         let view = live_view(me, &peers, [b].into_iter(), &BTreeMap::new(), now);
-        let lease = Lease::new(me, LeaseConfig::default(), Record::default(), now, true);
+        let lease = Lease::new(
+            me,
+            LeaseConfig::default(),
+            Record::default(),
+            now,
+            Start::FirstRun,
+        );
         let record = Record {
             holder: Some(b),
             epoch: 4,

@@ -14,7 +14,7 @@ use constella_cluster::envelope::{self, Header, NetworkId};
 use constella_cluster::identity::{NodeId, NodeKey, PublicKey};
 use constella_cluster::inbox::{Inbox, Members, Refused};
 use constella_cluster::invite;
-use constella_cluster::lease::{self, Lease, LeaseConfig, Output};
+use constella_cluster::lease::{self, Claim, Lease, LeaseConfig, Output, Start};
 use constella_cluster::membership::{Change, Membership, Timing};
 use constella_cluster::shared::{Invite, PeerInfo, Shared};
 use constella_cluster::sync::AntiEntropy;
@@ -265,7 +265,12 @@ impl Node {
             start ^ u64::from_le_bytes(me.0[..8].try_into().unwrap_or_default()),
         );
         // Counters are reserved before the first message, so none reserved means never ran.
-        let lease = Lease::new(me, settings.lease, state.bot_lease, now, start == 0);
+        let run = if start == 0 {
+            Start::FirstRun
+        } else {
+            Start::Restart
+        };
+        let lease = Lease::new(me, settings.lease, state.bot_lease, now, run);
         let inbox = Inbox::new(network, me, &state.replay_floor);
         let (events_tx, events) = mpsc::channel(1024);
         let (bot, turns) = watch::channel(None);
@@ -454,9 +459,12 @@ impl Node {
                 round,
                 offset,
             }) => {
-                let vote = self
-                    .lease
-                    .handle_claim(header.from, (epoch, round, offset), now);
+                let claim = Claim {
+                    epoch,
+                    round,
+                    offset,
+                };
+                let vote = self.lease.handle_claim(header.from, claim, now);
                 self.flush_lease();
                 Response::Vote(vote)
             }
