@@ -111,25 +111,7 @@ pub async fn start(options: SimOptions) -> anyhow::Result<Running> {
     };
     let mut buses: BTreeMap<BusKind, SharedBus> = BTreeMap::new();
     let mut make_bus = |kind: BusKind, ids: &[u8]| -> SharedBus {
-        let units = ids
-            .iter()
-            .map(|&id| {
-                let config = UnitConfig {
-                    seed: options.seed ^ (u64::from(id) << 8) ^ kind as u64,
-                    undocumented: options.undocumented,
-                    fc03_on_input: options.fc03_on_input,
-                    day_length_s: options.day_length.as_secs_f64().max(1.0),
-                };
-                let mut unit = Unit::new(config, snapshot);
-                for spec in options.faults.iter().filter(|s| s.matches(kind, id)) {
-                    spec.apply(&mut unit.faults);
-                    unit.unpin();
-                }
-                unit.tick(0.0);
-                (id, unit)
-            })
-            .collect();
-        let bus = Arc::new(Mutex::new(units));
+        let bus = units(kind, ids, &options, snapshot);
         buses.insert(kind, bus.clone());
         bus
     };
@@ -198,6 +180,49 @@ pub async fn start(options: SimOptions) -> anyhow::Result<Running> {
         .tasks
         .push(tokio::spawn(drive(buses, options.scenario, options.speed)));
     Ok(running)
+}
+
+/// The simulated units `ids` of one bus, with the faults that apply to them, at their start.
+fn units(
+    kind: BusKind,
+    ids: &[u8],
+    options: &SimOptions,
+    snapshot: Option<&'static fixtures::Snapshot>,
+) -> SharedBus {
+    let units = ids
+        .iter()
+        .map(|&id| {
+            let config = UnitConfig {
+                seed: options.seed ^ (u64::from(id) << 8) ^ kind as u64,
+                undocumented: options.undocumented,
+                fc03_on_input: options.fc03_on_input,
+                day_length_s: options.day_length.as_secs_f64().max(1.0),
+            };
+            let mut unit = Unit::new(config, snapshot);
+            for spec in options.faults.iter().filter(|s| s.matches(kind, id)) {
+                spec.apply(&mut unit.faults);
+                unit.unpin();
+            }
+            unit.tick(0.0);
+            (id, unit)
+        })
+        .collect();
+    Arc::new(Mutex::new(units))
+}
+
+/// Serves the RTU units `ids` (with `options`' faults, line settings and pacing) over `stream`
+/// until it closes; the plant stands still (no clock drives it). For in-process tests of the
+/// poller over an in-memory pipe.
+pub fn serve_rtu_units<S>(
+    stream: S,
+    ids: &[u8],
+    options: &SimOptions,
+) -> impl Future<Output = std::io::Result<()>> + use<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let bus = units(BusKind::Rtu, ids, options, None);
+    server::serve_rtu(stream, bus, options.line, options.pacing)
 }
 
 /// Advances every unit once a second and applies scenario steps when they fall due.

@@ -1,4 +1,5 @@
-//! One open connection to a bus, over tokio-modbus, and the classification of what went wrong.
+//! One open connection to a bus (a serial port, a TCP stream, or any byte stream), over
+//! tokio-modbus, and the classification of what went wrong.
 //!
 //! tokio-modbus's RTU decoder drops bytes with a bad CRC and keeps waiting, so a garbled reply
 //! surfaces as a timeout. The [`Tapped`] transport keeps the bytes that arrived for the current
@@ -31,30 +32,57 @@ pub(crate) struct Link {
     rtu: bool,
 }
 
+/// Any byte stream a link can run over: what tests attach in memory.
+pub(crate) trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ByteStream for S {}
+
+/// How requests are framed on a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// Address + PDU + CRC-16, delimited by line silence.
+    Rtu,
+    /// MBAP header + PDU.
+    Tcp,
+}
+
 impl Link {
+    /// Opens the configured serial port or TCP connection.
     pub(crate) async fn connect(link: &config::Link, timeout: Duration) -> anyhow::Result<Link> {
-        let tap = Arc::new(Mutex::new(TapState::default()));
-        let (inner, rtu) = match link {
+        Ok(match link {
             config::Link::Rtu { path, line } => {
-                (Transport::Serial(serial::open(path, line)?), true)
+                Link::over(Transport::Serial(serial::open(path, line)?), Framing::Rtu)
             }
-            config::Link::Tcp { addr } => {
-                (Transport::Tcp(connect_tcp(addr, timeout).await?), false)
-            }
-            config::Link::RtuOverTcp { addr } => {
-                (Transport::Tcp(connect_tcp(addr, timeout).await?), true)
-            }
-        };
+            config::Link::Tcp { addr } => Link::over(
+                Transport::Tcp(connect_tcp(addr, timeout).await?),
+                Framing::Tcp,
+            ),
+            config::Link::RtuOverTcp { addr } => Link::over(
+                Transport::Tcp(connect_tcp(addr, timeout).await?),
+                Framing::Rtu,
+            ),
+        })
+    }
+
+    /// A link over any byte stream (an in-memory pipe in tests).
+    pub(crate) fn attach(stream: Box<dyn ByteStream>, framing: Framing) -> Link {
+        Link::over(Transport::Stream(stream), framing)
+    }
+
+    fn over(inner: Transport, framing: Framing) -> Link {
+        let tap = Arc::new(Mutex::new(TapState::default()));
         let transport = Tapped {
             inner,
             tap: tap.clone(),
         };
-        let ctx = if rtu {
-            tokio_modbus::client::rtu::attach(transport)
-        } else {
-            tokio_modbus::client::tcp::attach(transport)
+        let ctx = match framing {
+            Framing::Rtu => tokio_modbus::client::rtu::attach(transport),
+            Framing::Tcp => tokio_modbus::client::tcp::attach(transport),
         };
-        Ok(Link { ctx, tap, rtu })
+        Link {
+            ctx,
+            tap,
+            rtu: framing == Framing::Rtu,
+        }
     }
 
     /// Whether the link survives `error`. Only silence on an RTU line leaves it usable (the next
@@ -255,10 +283,20 @@ struct TapState {
 
 const MAX_TAPPED: usize = 256;
 
-#[derive(Debug)]
 enum Transport {
     Serial(SerialStream),
     Tcp(TcpStream),
+    Stream(Box<dyn ByteStream>),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Serial(_) => "Serial",
+            Transport::Tcp(_) => "Tcp",
+            Transport::Stream(_) => "Stream",
+        })
+    }
 }
 
 impl Transport {
@@ -277,6 +315,19 @@ impl Transport {
                         Ok(_) => continue,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                         Err(e) => return Err(e),
+                    }
+                }
+            }
+            Transport::Stream(s) => {
+                // Poll without waiting: whatever is ready now is stale.
+                let mut scratch = [0u8; 256];
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                loop {
+                    let mut buf = ReadBuf::new(&mut scratch);
+                    match Pin::new(&mut *s).poll_read(&mut cx, &mut buf) {
+                        Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                        Poll::Ready(Err(e)) => return Err(e),
+                        Poll::Ready(Ok(())) | Poll::Pending => return Ok(()),
                     }
                 }
             }
@@ -302,6 +353,7 @@ impl AsyncRead for Tapped {
         let poll = match &mut this.inner {
             Transport::Serial(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Stream(s) => Pin::new(s).poll_read(cx, buf),
         };
         if let Poll::Ready(Ok(())) = poll {
             let new = &buf.filled()[before..];
@@ -336,6 +388,7 @@ impl AsyncWrite for Tapped {
         match &mut this.inner {
             Transport::Serial(s) => Pin::new(s).poll_write(cx, data),
             Transport::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Transport::Stream(s) => Pin::new(s).poll_write(cx, data),
         }
     }
 
@@ -343,6 +396,7 @@ impl AsyncWrite for Tapped {
         match &mut self.inner {
             Transport::Serial(s) => Pin::new(s).poll_flush(cx),
             Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Transport::Stream(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -350,6 +404,7 @@ impl AsyncWrite for Tapped {
         match &mut self.inner {
             Transport::Serial(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Stream(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
