@@ -3,6 +3,7 @@
 //! the owner, and answers every update exactly once through partitions, healing and failover;
 //! a second poller on the same token fences it (409).
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -78,7 +79,7 @@ fn the_bot_runs_on_the_holder_answers_the_owner_once_and_yields_to_a_409() {
             holder(node).as_deref() == Some("alpha")
         });
     }
-    let ip = |i: usize| lab.addr(i).parse::<std::net::IpAddr>().expect("ip");
+    let ip = |i: usize| lab.addr(i).parse::<IpAddr>().expect("ip");
 
     // Only the owner is answered, only by the holder, and commands reach other nodes.
     let stranger = telegram.send("mallory", "/status");
@@ -125,18 +126,22 @@ fn the_bot_runs_on_the_holder_answers_the_owner_once_and_yields_to_a_409() {
     let waiting: Vec<i64> = (0..5)
         .map(|_| telegram.send("farm_owner", "/help"))
         .collect();
+    // Bravo is the best survivor, but on a loaded machine charlie may briefly see bravo down
+    // and take the lease first; either way each waiting message is answered once, by a survivor.
+    let survivor = |from: IpAddr| from == ip(2) || from == ip(3);
     for id in &waiting {
-        wait_until("bravo answers what waited", || {
+        wait_until("a survivor answers what waited", || {
             !telegram.replies_to(*id).is_empty()
         });
-        assert_eq!(telegram.replies_to(*id)[0].from, ip(2));
+        let from = telegram.replies_to(*id)[0].from;
+        assert!(survivor(from), "answered by {from}");
     }
     let polling_again = telegram
         .polls()
         .iter()
-        .find(|p| p.from == ip(2) && p.at > killed)
+        .find(|p| survivor(p.from) && p.at > killed)
         .map(|p| p.at - killed)
-        .expect("bravo polls");
+        .expect("a survivor polls");
     eprintln!("holder killed -> bot polling again: {polling_again:?}");
     assert!(polling_again < Duration::from_secs(8), "{polling_again:?}");
 
@@ -147,6 +152,11 @@ fn the_bot_runs_on_the_holder_answers_the_owner_once_and_yields_to_a_409() {
     assert_answered_once(&telegram, all);
     let terminated = telegram.polls().iter().filter(|p| p.terminated).count();
     assert_eq!(terminated, 0, "no two pollers overlapped");
+
+    wait_until(
+        "bravo, the best survivor, holds the lease and runs the bot",
+        || holder(&bravo).as_deref() == Some("bravo") && bravo.nodes()["bot_running"] == true,
+    );
 
     // Another program polls with the same token. Whichever call is older gets the 409: once
     // bravo's does, bravo stops and backs off, so the intruder's next poll is left alone.
