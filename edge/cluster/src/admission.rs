@@ -8,6 +8,7 @@
 use crate::envelope::NetworkId;
 use crate::identity::NodeId;
 use crate::invite;
+use crate::lease;
 use crate::shared::{PeerInfo, Shared};
 use crate::wire::{self, Hello, JoinRequest, Refusal};
 
@@ -26,11 +27,6 @@ pub struct CheckedJoin {
     pub ephemeral: [u8; 32],
     /// The joiner is already a member (its earlier answer was lost).
     pub admitted: bool,
-}
-
-/// Members needed to confirm a redemption: a majority, or one in networks of one or two.
-pub fn join_quorum(members: usize) -> usize {
-    if members <= 2 { 1 } else { members / 2 + 1 }
 }
 
 /// Checks a join request against this node's view: token, network, name and key.
@@ -102,7 +98,7 @@ pub fn decide(checked: &CheckedJoin, shared: &Shared, granted: usize, refused: u
     if is_member(shared, checked.id, &checked.hello.name) {
         return Decision::Welcome;
     }
-    if granted < join_quorum(shared.peers.len()) {
+    if granted < lease::quorum(shared.peers.len()) {
         return Decision::Refuse(if refused > 0 {
             Refusal::UsedToken
         } else {
@@ -315,7 +311,7 @@ mod tests {
             let k = NodeKey::generate();
             shared.peers.insert(k.id(), peer(&k, name));
         }
-        assert_eq!(join_quorum(shared.peers.len()), 2);
+        assert_eq!(lease::quorum(shared.peers.len()), 2);
         let checked =
             check_at(&request(&id, &key, &NodeKey::generate(), "d"), &shared).expect("checked");
         assert_eq!(
@@ -344,7 +340,7 @@ mod tests {
 
     #[test]
     fn quorums_are_majorities_from_three_members() {
-        let quorums: Vec<usize> = (1..=6).map(join_quorum).collect();
+        let quorums: Vec<usize> = (1..=6).map(lease::quorum).collect();
         assert_eq!(quorums, [1, 1, 2, 3, 3, 4]);
     }
 }

@@ -65,12 +65,15 @@ impl View {
     }
 
     fn quorum(&self) -> usize {
-        if self.members <= 2 {
-            1
-        } else {
-            self.members / 2 + 1
-        }
+        quorum(self.members)
     }
+}
+
+/// Members whose agreement a decision needs: a majority, or one in networks of one or two (where
+/// a majority of two would make either node's loss stop everything). The lease and invite
+/// redemption use the same quorum.
+pub fn quorum(members: usize) -> usize {
+    if members <= 2 { 1 } else { members / 2 + 1 }
 }
 
 /// A lease message between nodes; the sender is the (authenticated) claimant or holder.

@@ -829,7 +829,7 @@ impl Node {
             Err(refusal) => return refuse_join(reply, refusal),
         };
         let pending = PendingJoin { checked, reply };
-        let quorum = admission::join_quorum(shared.peers.len());
+        let quorum = lease::quorum(shared.peers.len());
         if pending.checked.admitted || quorum <= 1 {
             return self.finish_join(pending, quorum, 0, Instant::now());
         }
