@@ -113,7 +113,12 @@ impl Recorder {
     /// Runs until `stop` fires (or its sender is dropped), then writes what is pending.
     pub(crate) async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
         let mut telemetry = tokio::time::interval(self.config.telemetry_period);
-        let mut flush = tokio::time::interval(self.config.flush_interval);
+        // The first flush is one interval away: an immediate first tick would race the first
+        // poll and write it at once, which is what batching is for not doing.
+        let mut flush = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.config.flush_interval,
+            self.config.flush_interval,
+        );
         let mut retention = tokio::time::interval(Duration::from_secs(3600));
         for timer in [&mut telemetry, &mut flush, &mut retention] {
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -312,4 +317,124 @@ impl Recorder {
 pub(crate) fn unix_ms(at: SystemTime) -> i64 {
     at.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The recorder fed by a bus runner polling the simulator over an in-memory pipe, writing a
+    //! real store, in tokio's paused time: an hour of batching runs in milliseconds.
+    use std::path::Path;
+
+    use constella_sim::{FaultSpec, SimOptions};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::modbus::over_pipe;
+
+    const CONFIG: &str = r#"
+[history]
+flush_interval = "1h"
+
+[[bus]]
+name = "rs485"
+rtu = "/dev/ttyUSB-in-memory"
+
+[[device]]
+name = "house-1"
+model = "kub1063"
+bus = "rs485"
+unit = 1
+"#;
+
+    /// Fields of one full poll of a healthy KUB-1063 (what the process-level test sees too).
+    const FIELDS_PER_POLL: i64 = 119;
+
+    /// A recorder running in a scratch state directory, stopped by `stop`.
+    struct Recording {
+        dir: PathBuf,
+        db: PathBuf,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        task: Option<tokio::task::JoinHandle<()>>,
+    }
+
+    impl Recording {
+        /// Starts polling, then the recorder a little later, so polls are already queued when it
+        /// starts (as on a loaded board, where this raced the first flush tick).
+        async fn start(name: &str, faults: &[&str]) -> Recording {
+            let config = Config::parse(Path::new("test.toml"), CONFIG).expect("a valid config");
+            let dir = std::env::temp_dir()
+                .join(format!("constella-recorder-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("a scratch directory");
+            let (polls, polled) = mpsc::channel(256);
+            let options = SimOptions {
+                faults: faults
+                    .iter()
+                    .map(|f| FaultSpec::parse(f).expect("a fault"))
+                    .collect(),
+                ..SimOptions::default()
+            };
+            let registry = over_pipe(&config, &[1], &options, polls);
+            let (history, recorder) =
+                Recorder::open(&dir, config.history, registry, polled).expect("the store opens");
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            Recording {
+                db: history.path.clone(),
+                dir,
+                stop: Some(stop),
+                task: Some(tokio::spawn(recorder.run(stopped))),
+            }
+        }
+
+        fn count(&self, table: &str) -> i64 {
+            let conn = rusqlite::Connection::open(&self.db).expect("open the store");
+            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .expect("count")
+        }
+
+        async fn stop(&mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(task) = self.task.take() {
+                task.await.expect("the recorder ends");
+            }
+        }
+    }
+
+    impl Drop for Recording {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_polls_wait_for_the_flush_interval_and_a_stop_writes_them() {
+        let mut recording = Recording::start("quiet", &[]).await;
+        tokio::time::sleep(Duration::from_secs(30 * 60)).await;
+        assert_eq!(
+            recording.count("readings"),
+            0,
+            "nothing before the hourly flush"
+        );
+        recording.stop().await;
+        assert!(recording.count("readings") >= FIELDS_PER_POLL);
+        assert_eq!(recording.count("events"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_flush_interval_writes_the_batch() {
+        let recording = Recording::start("hourly", &[]).await;
+        tokio::time::sleep(Duration::from_secs(3600 + 60)).await;
+        assert!(recording.count("readings") >= FIELDS_PER_POLL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_is_written_at_once_with_what_was_pending() {
+        let recording = Recording::start("alarm", &["1=alarm:3"]).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(recording.count("events") >= 1, "the raised alarm is stored");
+        assert!(recording.count("readings") >= FIELDS_PER_POLL);
+    }
 }

@@ -300,6 +300,27 @@ impl BusRunner {
     }
 }
 
+/// A bus runner whose one connection is an in-memory pipe to simulated units, for the
+/// in-process tests of the shells that consume polls (the runner itself, the recorder).
+#[cfg(test)]
+pub(crate) fn over_pipe(
+    config: &Config,
+    units: &[u8],
+    options: &constella_sim::SimOptions,
+    polls: mpsc::Sender<usize>,
+) -> Registry {
+    let (registry, mut runners) = start(config, polls);
+    let (ours, theirs) = tokio::io::duplex(4096);
+    tokio::spawn(constella_sim::serve_rtu_units(theirs, units, options));
+    let mut runner = runners.pop().expect("one bus");
+    runner.dial = Dial::Given(
+        VecDeque::from([Box::new(ours) as Box<dyn ByteStream>]),
+        Framing::Rtu,
+    );
+    tokio::spawn(runner.run());
+    registry
+}
+
 #[cfg(test)]
 mod tests {
     //! The bus runner against the simulator over an in-memory pipe, in tokio's paused time: ten
@@ -311,7 +332,6 @@ mod tests {
     use constella_sim::{FaultSpec, SimOptions};
 
     use super::*;
-    use crate::config::Config;
 
     const CONFIG: &str = r#"
 [[bus]]
@@ -331,25 +351,15 @@ bus = "rs485"
 unit = 2
 "#;
 
-    /// A runner for `CONFIG` whose one connection is a pipe to simulated units 1 and 2, unit 2
-    /// silent; returns the device table.
+    /// A runner for `CONFIG` polling simulated units 1 and 2, unit 2 silent.
     fn bus_with_a_silent_neighbour() -> Registry {
         let config = Config::parse(Path::new("test.toml"), CONFIG).expect("a valid config");
         let (polls, _) = mpsc::channel(256);
-        let (registry, mut runners) = start(&config, polls);
-        let (ours, theirs) = tokio::io::duplex(4096);
         let options = SimOptions {
             faults: vec![FaultSpec::parse("2=silent").expect("a fault")],
             ..SimOptions::default()
         };
-        tokio::spawn(constella_sim::serve_rtu_units(theirs, &[1, 2], &options));
-        let mut runner = runners.pop().expect("one bus");
-        runner.dial = Dial::Given(
-            VecDeque::from([Box::new(ours) as Box<dyn ByteStream>]),
-            Framing::Rtu,
-        );
-        tokio::spawn(runner.run());
-        registry
+        over_pipe(&config, &[1, 2], &options, polls)
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,4 +6,6 @@ mod bus;
 mod link;
 mod schedule;
 
+#[cfg(test)]
+pub(crate) use bus::over_pipe;
 pub(crate) use bus::start;
