@@ -2,8 +2,9 @@
 //! confirm an invite's redemption, and the decision once the members answered.
 //!
 //! An invite is redeemed only once a quorum of members (a majority; one in networks of one or
-//! two) recorded it as used by this joiner (`consume`), so two joiners racing with one token at
-//! two nodes cannot both get in.
+//! two) recorded it as used by this joiner's key (`consume`), so two joiners racing with one
+//! token at two nodes cannot both get in. A used invite answers again only the key that used it
+//! (its answer was lost), and only until shortly after the invite expires; a removed key never.
 
 use crate::envelope::NetworkId;
 use crate::identity::NodeId;
@@ -11,6 +12,10 @@ use crate::invite;
 use crate::lease;
 use crate::shared::{PeerInfo, Shared};
 use crate::wire::{self, Hello, JoinRequest, Refusal};
+
+/// How long after its expiry a used invite still answers the key that used it, for a joiner
+/// whose welcome was lost just before the invite ran out.
+pub const RETRY_GRACE_SECS: u64 = 60;
 
 /// A join request that passed every check that needs no other node.
 #[derive(Debug)]
@@ -55,19 +60,27 @@ pub fn check(
     .and_then(|plain| wire::decode::<Hello>(&plain))
     .ok_or(Refusal::UnknownToken)?;
     let id = NodeId::of(&hello.public_key);
+    if let Err(reason) = crate::names::check(&hello.name) {
+        return Err(Refusal::BadName(reason.to_string()));
+    }
+    if shared.removed.contains(&id) {
+        return Err(Refusal::RemovedKey);
+    }
     let admitted = is_member(shared, id, &hello.name);
-    match &record.used_by {
-        // The joiner's earlier attempt succeeded but its answer was lost: answer again. Or
-        // its confirmation is still open here: try it again.
-        Some(used_by) if *used_by == hello.name => {}
+    match record.used_by {
+        // This joiner's earlier attempt succeeded but its answer was lost (answer again), or its
+        // confirmation is still open here (try it again): the same key only, and not for ever.
+        Some(used_by) if used_by == id => {
+            let retry_until = record.expires_at.saturating_add(RETRY_GRACE_SECS);
+            if retry_until <= unix_now {
+                return Err(Refusal::ExpiredToken);
+            }
+        }
         Some(_) => return Err(Refusal::UsedToken),
         None if record.expires_at <= unix_now => return Err(Refusal::ExpiredToken),
         None => {}
     }
     if !admitted {
-        if shared.removed.contains(&id) {
-            return Err(Refusal::RemovedKey);
-        }
         name_free(shared, id, &hello.name)?;
     }
     Ok(CheckedJoin {
@@ -124,26 +137,30 @@ pub fn admit(shared: &mut Shared, checked: &CheckedJoin) {
             bot: hello.bot,
         },
     );
-    mark_used(shared, &checked.invite_id, &hello.name);
+    mark_used(shared, &checked.invite_id, checked.id);
 }
 
-/// Records `invite_id` as used by `name` (before this node asks the others to confirm).
-pub fn mark_used(shared: &mut Shared, invite_id: &str, name: &str) {
+/// Records `invite_id` as used by the joiner `id` (before this node asks the others to confirm).
+pub fn mark_used(shared: &mut Shared, invite_id: &str, id: NodeId) {
     if let Some(invite) = shared.invites.get_mut(invite_id) {
-        invite.used_by = Some(name.to_string());
+        invite.used_by = Some(id);
     }
 }
 
-/// A member's answer when asked to record an invite as redeemed by `name`: true if it was free
-/// (now recorded: the caller persists before answering) or already recorded for `name`. An
-/// invite not known here yet is refused: this node cannot vouch that nobody else redeemed it.
-pub fn consume(shared: &mut Shared, invite_id: &str, name: &str) -> Consumed {
+/// A member's answer when asked to record an invite as redeemed by the joiner `id`: true if it
+/// was free (now recorded: the caller persists before answering) or already recorded for `id`.
+/// An invite not known here yet is refused (this node cannot vouch that nobody else redeemed
+/// it), and so is a removed key.
+pub fn consume(shared: &mut Shared, invite_id: &str, id: NodeId) -> Consumed {
+    if shared.removed.contains(&id) {
+        return Consumed::Refused;
+    }
     match shared.invites.get_mut(invite_id) {
         Some(invite) if invite.used_by.is_none() => {
-            invite.used_by = Some(name.to_string());
+            invite.used_by = Some(id);
             Consumed::Recorded
         }
-        Some(invite) if invite.used_by.as_deref() == Some(name) => Consumed::AlreadyThisJoiner,
+        Some(invite) if invite.used_by == Some(id) => Consumed::AlreadyThisJoiner,
         Some(_) | None => Consumed::Refused,
     }
 }
@@ -167,7 +184,10 @@ impl Consumed {
 }
 
 fn is_member(shared: &Shared, id: NodeId, name: &str) -> bool {
-    shared.peers.get(&id).is_some_and(|p| p.name == name)
+    shared
+        .peers
+        .get(&id)
+        .is_some_and(|p| crate::names::same(&p.name, name))
 }
 
 fn name_free(shared: &Shared, id: NodeId, name: &str) -> Result<(), Refusal> {
@@ -250,7 +270,7 @@ mod tests {
             shared.peer_by_name("beta").map(|(i, _)| i),
             Some(joiner.id())
         );
-        assert_eq!(shared.invites[&id].used_by.as_deref(), Some("beta"));
+        assert_eq!(shared.invites[&id].used_by, Some(joiner.id()));
         // The same joiner asking again (its answer was lost) is welcomed again.
         let again = check_at(&request(&id, &key, &joiner, "beta"), &shared).expect("again");
         assert!(again.admitted);
@@ -299,9 +319,74 @@ mod tests {
     #[test]
     fn a_used_invite_refuses_another_joiner() {
         let (mut shared, id, key) = network(NOW + 900);
-        mark_used(&mut shared, &id, "beta");
+        mark_used(&mut shared, &id, NodeKey::generate().id());
         let other = request(&id, &key, &NodeKey::generate(), "gamma");
         assert_eq!(check_at(&other, &shared).err(), Some(Refusal::UsedToken));
+    }
+
+    /// The attack of the hardening issue: a node joined, was removed, and comes back with the
+    /// same old link under the same name, with a fresh key or its old one, before or after the
+    /// invite expired. Every way in is shut.
+    #[test]
+    fn a_used_link_never_brings_a_removed_node_back() {
+        for expires_at in [NOW + 900, NOW - 10, NOW - 10 * RETRY_GRACE_SECS] {
+            let (mut shared, id, key) = network(expires_at);
+            let delta = NodeKey::generate();
+            let checked = check(
+                &request(&id, &key, &delta, "delta"),
+                NETWORK,
+                &NETWORK_KEY,
+                &shared,
+                expires_at - 5,
+            )
+            .expect("joined while the invite was fresh");
+            admit(&mut shared, &checked);
+            shared.peers.remove(&delta.id());
+            shared.removed.insert(delta.id());
+            let fresh_key = request(&id, &key, &NodeKey::generate(), "delta");
+            assert_eq!(
+                check_at(&fresh_key, &shared).err(),
+                Some(Refusal::UsedToken)
+            );
+            let old_key = request(&id, &key, &delta, "delta");
+            assert_eq!(check_at(&old_key, &shared).err(), Some(Refusal::RemovedKey));
+            assert_eq!(consume(&mut shared, &id, delta.id()), Consumed::Refused);
+        }
+    }
+
+    #[test]
+    fn a_joiner_whose_answer_was_lost_may_retry_until_shortly_after_expiry() {
+        let (mut shared, id, key) = network(NOW + 10);
+        let joiner = NodeKey::generate();
+        let checked = check_at(&request(&id, &key, &joiner, "beta"), &shared).expect("checked");
+        admit(&mut shared, &checked);
+        let retry = request(&id, &key, &joiner, "beta");
+        let at = |t| check(&retry, NETWORK, &NETWORK_KEY, &shared, t).map(|c| c.admitted);
+        assert_eq!(at(NOW), Ok(true));
+        assert_eq!(at(NOW + 10 + RETRY_GRACE_SECS - 1), Ok(true));
+        assert_eq!(at(NOW + 10 + RETRY_GRACE_SECS), Err(Refusal::ExpiredToken));
+        // Another key under the same name gets nothing, expired or not.
+        let impostor = request(&id, &key, &NodeKey::generate(), "beta");
+        assert_eq!(check_at(&impostor, &shared).err(), Some(Refusal::UsedToken));
+    }
+
+    #[test]
+    fn names_that_differ_only_in_case_are_one_name() {
+        let (shared, id, key) = network(NOW + 900);
+        let joiner = NodeKey::generate();
+        let shouting = request(&id, &key, &joiner, "SEED");
+        assert!(matches!(
+            check_at(&shouting, &shared).err(),
+            Some(Refusal::BadName(_))
+        ));
+        let mut legacy = shared.clone();
+        let old = NodeKey::generate();
+        legacy.peers.insert(old.id(), peer(&old, "Beta"));
+        let lower = request(&id, &key, &joiner, "beta");
+        assert_eq!(
+            check_at(&lower, &legacy).err(),
+            Some(Refusal::DuplicateName("beta".into()))
+        );
     }
 
     #[test]
@@ -328,13 +413,11 @@ mod tests {
     #[test]
     fn consume_records_one_joiner_and_refuses_the_rest() {
         let (mut shared, id, _) = network(NOW + 900);
-        assert_eq!(consume(&mut shared, &id, "beta"), Consumed::Recorded);
-        assert_eq!(
-            consume(&mut shared, &id, "beta"),
-            Consumed::AlreadyThisJoiner
-        );
-        assert_eq!(consume(&mut shared, &id, "gamma"), Consumed::Refused);
-        assert_eq!(consume(&mut shared, "unknown", "beta"), Consumed::Refused);
+        let (beta, gamma) = (NodeKey::generate().id(), NodeKey::generate().id());
+        assert_eq!(consume(&mut shared, &id, beta), Consumed::Recorded);
+        assert_eq!(consume(&mut shared, &id, beta), Consumed::AlreadyThisJoiner);
+        assert_eq!(consume(&mut shared, &id, gamma), Consumed::Refused);
+        assert_eq!(consume(&mut shared, "unknown", beta), Consumed::Refused);
         assert!(Consumed::AlreadyThisJoiner.confirms() && !Consumed::Refused.confirms());
     }
 

@@ -7,7 +7,8 @@
 //! - `membership`: foca (SWIM); `lease`: election and the bot lease.
 //! - `shared`: the gossiped state and its merge; `sync`: anti-entropy.
 //! - `inbox`: which inbound envelopes are accepted; `admission`: joins and invite redemption;
-//!   `invite`: join links and the handshake's crypto; `table`: the cluster as a node sees it.
+//!   `invite`: join links and the handshake's crypto; `names`: the node-name rule; `table`: the
+//!   cluster as a node sees it.
 
 pub mod admission;
 pub mod envelope;
@@ -16,6 +17,7 @@ pub mod inbox;
 pub mod invite;
 pub mod lease;
 pub mod membership;
+pub mod names;
 pub mod shared;
 pub mod sync;
 pub mod table;

@@ -28,12 +28,13 @@ pub struct PeerInfo {
     pub bot: bool,
 }
 
-/// An invite: its key sealed under the network key, its expiry (unix seconds) and who used it.
+/// An invite: its key sealed under the network key, its expiry (unix seconds) and the key of
+/// the node that used it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invite {
     pub sealed_key: Vec<u8>,
     pub expires_at: u64,
-    pub used_by: Option<String>,
+    pub used_by: Option<NodeId>,
 }
 
 impl Shared {
@@ -45,7 +46,7 @@ impl Shared {
     /// - the lease record with the higher epoch wins; at one epoch a release (no holder) wins,
     ///   then the smaller holder id; the bot offset only grows;
     /// - invites are a union; once used an invite stays used, and two redemptions resolve to the
-    ///   smaller name everywhere.
+    ///   smaller joiner id everywhere.
     ///
     /// Two nodes admitted at once under one name through different seeds both stay (each was
     /// admitted by a quorum-confirmed invite); `peer_by_name` resolves the name to the smaller
@@ -102,11 +103,12 @@ impl Shared {
             .retain(|_, i| i.expires_at.saturating_add(86_400) > unix_now);
     }
 
-    /// The node a name stands for: the smaller node id if two share it.
+    /// The node a name stands for (names compare without regard to case): the smaller node id
+    /// if two share it.
     pub fn peer_by_name(&self, name: &str) -> Option<(NodeId, &PeerInfo)> {
         self.peers
             .iter()
-            .find(|(_, p)| p.name == name)
+            .find(|(_, p)| crate::names::same(&p.name, name))
             .map(|(id, p)| (*id, p))
     }
 }
@@ -160,7 +162,7 @@ mod tests {
                 let invite = Invite {
                     sealed_key: vec![key; 4],
                     expires_at: 1_000 + expiry,
-                    used_by: used_by.map(|n| format!("n{n}")),
+                    used_by: used_by.map(|n| keys()[usize::from(n)].id()),
                 };
                 (format!("invite-{id}"), invite)
             },
@@ -281,19 +283,20 @@ mod tests {
         b.removed.insert(key.id());
         assert!(a.merge(&b));
         assert!(a.peers.is_empty());
-        let invite = |used_by: Option<&str>| Invite {
+        let invite = |used_by: Option<NodeId>| Invite {
             sealed_key: vec![1],
             expires_at: 5,
-            used_by: used_by.map(str::to_string),
+            used_by,
         };
+        let (small, large) = (NodeId([1; 16]), NodeId([2; 16]));
         let mut c = Shared::default();
-        c.invites.insert("i".into(), invite(Some("beta")));
+        c.invites.insert("i".into(), invite(Some(large)));
         let mut d = Shared::default();
         d.invites.insert("i".into(), invite(None));
         d.merge(&c);
-        assert_eq!(d.invites["i"].used_by.as_deref(), Some("beta"));
-        c.invites.insert("i".into(), invite(Some("alpha")));
+        assert_eq!(d.invites["i"].used_by, Some(large));
+        c.invites.insert("i".into(), invite(Some(small)));
         d.merge(&c);
-        assert_eq!(d.invites["i"].used_by.as_deref(), Some("alpha"));
+        assert_eq!(d.invites["i"].used_by, Some(small));
     }
 }

@@ -20,11 +20,11 @@ pub enum Request {
     },
     Lease(lease::Message),
     Call(Call),
-    /// Asks a member to record an invite as redeemed by the joiner `name`, so that no other node
-    /// admits someone else with it.
+    /// Asks a member to record an invite as redeemed by the joiner `joiner`, so that no other
+    /// node admits someone else with it.
     Consume {
         invite_id: String,
-        name: String,
+        joiner: NodeId,
     },
 }
 
@@ -197,6 +197,8 @@ pub enum Refusal {
     WrongNetwork,
     #[error("a node named {0:?} already exists in this network; choose another --name")]
     DuplicateName(String),
+    #[error("the node name is not allowed: {0}")]
+    BadName(String),
     #[error("this node's key was removed from the network")]
     RemovedKey,
     #[error("the network could not confirm the invite (too few members reachable); try again")]

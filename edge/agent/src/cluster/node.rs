@@ -473,8 +473,8 @@ impl Node {
                 self.flush_lease();
                 Response::Ack
             }
-            Request::Consume { invite_id, name } => {
-                Response::Consumed(self.consume(&invite_id, &name))
+            Request::Consume { invite_id, joiner } => {
+                Response::Consumed(self.consume(&invite_id, joiner))
             }
             Request::Call(call) => {
                 if call.mutates() {
@@ -833,15 +833,12 @@ impl Node {
         if pending.checked.admitted || quorum <= 1 {
             return self.finish_join(pending, quorum, 0, Instant::now());
         }
-        let (invite_id, name) = (
-            pending.checked.invite_id.clone(),
-            pending.checked.hello.name.clone(),
-        );
+        let (invite_id, joiner) = (pending.checked.invite_id.clone(), pending.checked.id);
         let mut shared = shared;
-        admission::mark_used(&mut shared, &invite_id, &name);
+        admission::mark_used(&mut shared, &invite_id, joiner);
         self.state.set_shared(shared);
         self.persist();
-        let request = Request::Consume { invite_id, name };
+        let request = Request::Consume { invite_id, joiner };
         let mut asks = tokio::task::JoinSet::new();
         for id in self.others().collect::<Vec<_>>() {
             if let Some(peer) = self.state.peers.0.get(&id) {
@@ -914,10 +911,10 @@ impl Node {
         tracing::info!(peer = %checked.hello.name, "a node joined");
     }
 
-    /// A member asks us to record an invite as redeemed by `name`.
-    fn consume(&mut self, invite_id: &str, name: &str) -> bool {
+    /// A member asks us to record an invite as redeemed by the joiner `joiner`.
+    fn consume(&mut self, invite_id: &str, joiner: NodeId) -> bool {
         let mut shared = self.state.shared();
-        let consumed = admission::consume(&mut shared, invite_id, name);
+        let consumed = admission::consume(&mut shared, invite_id, joiner);
         if consumed == Consumed::Recorded {
             self.state.set_shared(shared);
             // On disk before the answer, so a restart cannot confirm a second joiner.

@@ -117,13 +117,8 @@ impl Checked<'_> {
 
 fn checked(options: &NodeOptions) -> anyhow::Result<Checked<'_>> {
     let name = &options.name;
-    if name.is_empty()
-        || name.len() > 32
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        bail!("--name: {name:?} must be 1-32 letters, digits, '-', '_' or '.'");
+    if let Err(reason) = constella_cluster::names::check(name) {
+        bail!("--name: {name:?}: {reason}");
     }
     let port = options
         .public_addr
