@@ -234,7 +234,9 @@ fn http_lives_only_where_the_map_says() {
         "api/prometheus.rs",
         "agent.rs",
         "speedtest.rs",
+        "listener.rs",
         "cluster/mod.rs",
+        "cluster/server.rs",
         "cluster/transport.rs",
         "bot/mod.rs",
     ];

@@ -12,6 +12,7 @@ mod config;
 mod demo;
 mod devices;
 mod events;
+mod listener;
 mod modbus;
 mod outcome;
 mod recorder;
@@ -21,6 +22,7 @@ mod speedtest;
 mod state;
 mod store;
 mod telemetry;
+mod throttle;
 
 use clap::Parser as _;
 

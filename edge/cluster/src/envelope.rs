@@ -21,10 +21,15 @@
 use crate::identity::{NodeId, NodeKey, PublicKey};
 
 const MAGIC: &[u8; 4] = b"CNS1";
-const HEADER_LEN: usize = 64;
+/// The fixed-size header, readable (and screenable) before the body arrives.
+pub const HEADER_LEN: usize = 64;
 const SIGNATURE_LEN: usize = 64;
-/// Largest body accepted: enough for a speed-test payload and a day of time series.
+/// Largest body of any envelope: a reply carrying a day of time series.
 pub const MAX_BODY: usize = 16 << 20;
+/// Largest body of a request a node accepts from the network: the speed test's upload (the
+/// largest request any node sends) with room for its framing. A listener never buffers more
+/// than this for one message, whoever claims to send it.
+pub const MAX_REQUEST_BODY: usize = crate::wire::SPEEDTEST_BYTES as usize + (64 << 10);
 
 /// A network's id (16 random bytes made at `init`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -103,36 +108,55 @@ pub fn seal(key: &NodeKey, header: Header, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Splits an envelope into header, body and signature without checking the signature.
-pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8], [u8; 64]), Rejected> {
-    if bytes.len() < HEADER_LEN + SIGNATURE_LEN {
-        return Err(Rejected::Malformed("shorter than a header and signature"));
-    }
-    if &bytes[..4] != MAGIC {
+/// Reads the fixed-size header at the start of `bytes`: the header fields and the whole
+/// envelope's length as it declares it (at most `max_body` of body).
+pub fn parse_header(bytes: &[u8], max_body: usize) -> Result<(Header, usize), Rejected> {
+    let Some(head) = bytes.get(..HEADER_LEN) else {
+        return Err(Rejected::Malformed("shorter than a header"));
+    };
+    if &head[..4] != MAGIC {
         return Err(Rejected::Malformed("bad magic"));
     }
     let field16 = |at: usize| {
         let mut out = [0u8; 16];
-        out.copy_from_slice(&bytes[at..at + 16]);
+        out.copy_from_slice(&head[at..at + 16]);
         out
     };
     let mut counter = [0u8; 8];
-    counter.copy_from_slice(&bytes[52..60]);
+    counter.copy_from_slice(&head[52..60]);
     let mut len = [0u8; 4];
-    len.copy_from_slice(&bytes[60..64]);
+    len.copy_from_slice(&head[60..64]);
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_BODY || bytes.len() != HEADER_LEN + len + SIGNATURE_LEN {
-        return Err(Rejected::Malformed("length does not match"));
+    if len > max_body {
+        return Err(Rejected::Malformed("body longer than allowed"));
     }
-    let mut signature = [0u8; 64];
-    signature.copy_from_slice(&bytes[HEADER_LEN + len..]);
     let header = Header {
         network: NetworkId(field16(4)),
         from: NodeId(field16(20)),
         to: NodeId(field16(36)),
         counter: u64::from_be_bytes(counter),
     };
-    Ok((header, &bytes[HEADER_LEN..HEADER_LEN + len], signature))
+    Ok((header, HEADER_LEN + len + SIGNATURE_LEN))
+}
+
+/// Splits an envelope into header, body and signature without checking the signature.
+pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8], [u8; 64]), Rejected> {
+    if bytes.len() < HEADER_LEN + SIGNATURE_LEN {
+        return Err(Rejected::Malformed("shorter than a header and signature"));
+    }
+    let (header, total) = match parse_header(bytes, MAX_BODY) {
+        Err(Rejected::Malformed("body longer than allowed")) => {
+            return Err(Rejected::Malformed("length does not match"));
+        }
+        other => other?,
+    };
+    if bytes.len() != total {
+        return Err(Rejected::Malformed("length does not match"));
+    }
+    let body_end = total - SIGNATURE_LEN;
+    let mut signature = [0u8; 64];
+    signature.copy_from_slice(&bytes[body_end..]);
+    Ok((header, &bytes[HEADER_LEN..body_end], signature))
 }
 
 /// Checks the signature of a parsed envelope with the sender's key.

@@ -64,18 +64,18 @@ impl Inbox {
             from: Some(header.from),
             why,
         };
-        if header.network != self.network {
-            return Err(refuse(Rejected::WrongNetwork));
-        }
-        if header.to != self.me {
-            return Err(refuse(Rejected::WrongReceiver));
-        }
-        if members.removed.contains(&header.from) {
-            return Err(refuse(Rejected::RemovedSender));
-        }
-        let key = match members.peers.get(&header.from) {
-            Some(peer) if header.from != self.me => peer.public_key,
-            _ => return Err(refuse(Rejected::UnknownSender)),
+        check_header(&header, self.network, self.me, |id| {
+            if members.removed.contains(&id) {
+                Sender::Removed
+            } else if members.peers.contains_key(&id) {
+                Sender::Member
+            } else {
+                Sender::Unknown
+            }
+        })
+        .map_err(refuse)?;
+        let Some(key) = members.peers.get(&header.from).map(|p| p.public_key) else {
+            return Err(refuse(Rejected::UnknownSender));
         };
         if !envelope::verify(bytes, &signature, &key) {
             return Err(refuse(Rejected::BadSignature));
@@ -101,6 +101,91 @@ impl Inbox {
     /// Drops the windows of removed nodes.
     pub fn forget(&mut self, removed: &BTreeSet<NodeId>) {
         self.windows.retain(|id, _| !removed.contains(id));
+    }
+}
+
+/// What a node knows of a claimed sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sender {
+    Member,
+    Removed,
+    Unknown,
+}
+
+/// The checks an envelope's header allows on its own: this network, this node, from a member
+/// other than this node that was not removed.
+fn check_header(
+    header: &Header,
+    network: NetworkId,
+    me: NodeId,
+    sender: impl Fn(NodeId) -> Sender,
+) -> Result<(), Rejected> {
+    if header.network != network {
+        return Err(Rejected::WrongNetwork);
+    }
+    if header.to != me {
+        return Err(Rejected::WrongReceiver);
+    }
+    match sender(header.from) {
+        Sender::Removed => Err(Rejected::RemovedSender),
+        Sender::Member if header.from != me => Ok(()),
+        Sender::Member | Sender::Unknown => Err(Rejected::UnknownSender),
+    }
+}
+
+/// The listener's first gate: judges a request from its fixed-size header alone, before the
+/// body is read, so a stranger cannot make a node buffer a body. The header is not yet
+/// authenticated (a stranger can claim a member's id), so the shell still bounds what it
+/// buffers at once; the signature is checked by [`Inbox::accept`] once the body is in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Screen {
+    network: NetworkId,
+    me: NodeId,
+    members: BTreeSet<NodeId>,
+    removed: BTreeSet<NodeId>,
+}
+
+impl Screen {
+    /// A screen for `me` in `network` that lets through nobody yet.
+    pub fn new(network: NetworkId, me: NodeId) -> Screen {
+        Screen {
+            network,
+            me,
+            members: BTreeSet::new(),
+            removed: BTreeSet::new(),
+        }
+    }
+
+    /// Follows the member table; true if the members changed.
+    pub fn update(&mut self, members: Members<'_>) -> bool {
+        let current = members
+            .peers
+            .keys()
+            .filter(|id| !members.removed.contains(id))
+            .copied()
+            .collect::<BTreeSet<_>>();
+        if current == self.members && *members.removed == self.removed {
+            return false;
+        }
+        self.members = current;
+        self.removed.clone_from(members.removed);
+        true
+    }
+
+    /// Judges the first `HEADER_LEN` bytes of a request (or fewer, if that is all there is);
+    /// the whole envelope's declared length if it may be read.
+    pub fn check(&self, head: &[u8]) -> Result<usize, Rejected> {
+        let (header, total) = envelope::parse_header(head, envelope::MAX_REQUEST_BODY)?;
+        check_header(&header, self.network, self.me, |id| {
+            if self.removed.contains(&id) {
+                Sender::Removed
+            } else if self.members.contains(&id) {
+                Sender::Member
+            } else {
+                Sender::Unknown
+            }
+        })?;
+        Ok(total)
     }
 }
 
@@ -195,6 +280,38 @@ mod tests {
         );
         assert!(inbox.accept(&w.peer_envelope(2), w.members()).is_ok());
         assert_eq!(inbox.floors().get(&w.peer.id()), Some(&2));
+    }
+
+    #[test]
+    fn the_screen_judges_a_request_by_its_header_before_the_body() {
+        let mut w = world();
+        let mut screen = Screen::new(w.network, w.me.id());
+        let from_peer = w.peer_envelope(1);
+        let head = &from_peer[..envelope::HEADER_LEN];
+        assert_eq!(
+            screen.check(head),
+            Err(Rejected::UnknownSender),
+            "no members yet"
+        );
+        assert!(screen.update(w.members()));
+        assert!(!screen.update(w.members()), "unchanged");
+        assert_eq!(screen.check(head), Ok(from_peer.len()));
+        assert!(screen.check(&from_peer[..10]).is_err(), "a partial header");
+        let stranger = w.envelope(&w.stranger, w.me.id(), w.network, 1);
+        assert_eq!(
+            screen.check(&stranger[..envelope::HEADER_LEN]),
+            Err(Rejected::UnknownSender)
+        );
+        let mut huge = from_peer.clone();
+        let too_long = (envelope::MAX_REQUEST_BODY + 1) as u32;
+        huge[60..64].copy_from_slice(&too_long.to_be_bytes());
+        assert!(matches!(
+            screen.check(&huge[..envelope::HEADER_LEN]),
+            Err(Rejected::Malformed(_))
+        ));
+        w.removed.insert(w.peer.id());
+        assert!(screen.update(w.members()));
+        assert_eq!(screen.check(head), Err(Rejected::RemovedSender));
     }
 
     #[test]

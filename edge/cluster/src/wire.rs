@@ -79,12 +79,16 @@ pub enum Call {
     },
     /// Runs the target's configured reboot command.
     Reboot,
-    /// Throughput test: the target echoes back `download` bytes after reading `upload`.
+    /// Throughput test: the target echoes back `download` bytes (at most `SPEEDTEST_BYTES`)
+    /// after reading `upload`.
     Speedtest {
         download: u32,
         upload: Vec<u8>,
     },
 }
+
+/// Bytes a node-to-node speed test moves each way; the largest request body there is.
+pub const SPEEDTEST_BYTES: u32 = 4_000_000;
 
 /// How a call reaches a node's own HTTP API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -36,6 +36,14 @@ struct AppState {
     cluster: Option<crate::cluster::Handle>,
 }
 
+/// The API's connection limits: room for the desktop app, the CLI, Prometheus and a few
+/// browsers; far under the usual 1,024 open files with the cluster listener's share.
+const LIMITS: crate::listener::Limits = crate::listener::Limits {
+    connections: 128,
+    per_source: 32,
+    header_timeout: Duration::from_secs(30),
+};
+
 /// Binds `addr` and serves until the task is aborted.
 pub(crate) async fn bind(
     addr: SocketAddr,
@@ -58,11 +66,7 @@ pub(crate) async fn bind(
         cluster,
     });
     let router = app.clone();
-    let serve = async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "API server stopped");
-        }
-    };
+    let serve = crate::listener::serve(listener, app, LIMITS, "api");
     Ok((local, router, serve))
 }
 

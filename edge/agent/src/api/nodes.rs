@@ -160,7 +160,7 @@ async fn call_node(state: &AppState, name: String, call: Call) -> Result<(u16, V
 
 /// Throughput between this node and `name`, over the cluster transport, both ways.
 async fn speedtest(state: &AppState, name: String) -> Result<Response, ApiError> {
-    const BYTES: u32 = 4_000_000;
+    const BYTES: u32 = constella_cluster::wire::SPEEDTEST_BYTES;
     let started = Instant::now();
     call_node(
         state,

@@ -6,6 +6,8 @@
 
 mod netstate;
 mod node;
+mod rejections;
+mod server;
 mod setup;
 mod transport;
 
@@ -14,13 +16,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::post;
-use tokio::sync::oneshot;
 
 pub(crate) use constella_cluster::invite::parse_ttl;
 pub(crate) use constella_cluster::wire::{Call, Method};
@@ -64,21 +59,13 @@ pub(crate) async fn start(
         .await
         .with_context(|| format!("Failed to bind the cluster listener on {listen}"))?;
     let listen = listener.local_addr()?;
-    let app = Router::new()
-        .route(transport::MESSAGE_PATH, post(message))
-        .route(transport::JOIN_PATH, post(join_request))
-        .layer(DefaultBodyLimit::max(
-            constella_cluster::envelope::MAX_BODY + 4096,
-        ))
-        .with_state(ServerState {
-            handle: handle.clone(),
-            traffic,
-        });
-    let serve = Box::pin(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "cluster listener stopped");
-        }
-    });
+    let app = server::router(handle.clone(), traffic, node.screen(), node.rejections());
+    let serve = Box::pin(crate::listener::serve(
+        listener,
+        app,
+        server::LIMITS,
+        "cluster",
+    ));
     Ok(Started {
         handle,
         turns,
@@ -86,49 +73,4 @@ pub(crate) async fn start(
         serve,
         run: Box::pin(node.run()),
     })
-}
-
-#[derive(Clone)]
-struct ServerState {
-    handle: Handle,
-    traffic: Arc<transport::Traffic>,
-}
-
-async fn message(State(state): State<ServerState>, body: Bytes) -> axum::response::Response {
-    add(&state.traffic.received, body.len());
-    let (reply, answer) = oneshot::channel();
-    state
-        .handle
-        .deliver(node::Event::Inbound {
-            bytes: body.to_vec(),
-            reply,
-        })
-        .await;
-    match answer.await {
-        Ok(Some(bytes)) => {
-            add(&state.traffic.sent, bytes.len());
-            bytes.into_response()
-        }
-        _ => StatusCode::FORBIDDEN.into_response(),
-    }
-}
-
-async fn join_request(State(state): State<ServerState>, body: Bytes) -> axum::response::Response {
-    let (reply, answer) = oneshot::channel();
-    state
-        .handle
-        .deliver(node::Event::Join {
-            bytes: body.to_vec(),
-            reply,
-        })
-        .await;
-    match answer.await {
-        Ok(bytes) => bytes.into_response(),
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-    }
-}
-
-/// Served exchanges count toward the same traffic totals as the ones this node starts.
-fn add(counter: &std::sync::atomic::AtomicU64, bytes: usize) {
-    counter.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
 }

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use constella_cluster::admission::{self, CheckedJoin, Consumed, Decision};
 use constella_cluster::envelope::{self, Header, NetworkId};
 use constella_cluster::identity::{NodeId, NodeKey, PublicKey};
-use constella_cluster::inbox::{Inbox, Members, Refused};
+use constella_cluster::inbox::{Inbox, Members, Refused, Screen};
 use constella_cluster::invite;
 use constella_cluster::lease::{self, Claim, Lease, LeaseConfig, Output, Start};
 use constella_cluster::membership::{Change, Membership, Timing};
@@ -25,7 +26,9 @@ use constella_cluster::wire::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::netstate::{self, NetworkState, Secrets, Seen};
+use super::rejections::Rejections;
 use super::transport::{MESSAGE_PATH, Traffic, Transport};
+use crate::throttle::Throttle;
 
 /// Cluster settings from the configuration file.
 #[derive(Clone, Debug)]
@@ -102,11 +105,11 @@ pub(crate) enum Command {
 pub(crate) enum Event {
     /// A signed envelope arrived; the answer (empty if refused) goes back on `reply`.
     Inbound {
-        bytes: Vec<u8>,
+        bytes: Bytes,
         reply: oneshot::Sender<Option<Vec<u8>>>,
     },
     Join {
-        bytes: Vec<u8>,
+        bytes: Bytes,
         reply: oneshot::Sender<Vec<u8>>,
     },
     /// The members' answers to a redemption this node asked them to confirm.
@@ -224,7 +227,10 @@ pub(crate) struct Node {
     events_tx: mpsc::Sender<Event>,
     events: mpsc::Receiver<Event>,
     local: LocalCall,
-    rejected: BTreeMap<String, u64>,
+    rejections: Arc<Rejections>,
+    save_failures: Throttle,
+    /// What the listener lets through before reading a body: follows the member table.
+    screen: watch::Sender<Screen>,
     /// The bot turn the agent is asked to run.
     bot: watch::Sender<Option<BotTurn>>,
     dirty: bool,
@@ -295,7 +301,9 @@ impl Node {
             events_tx: events_tx.clone(),
             events,
             local,
-            rejected: BTreeMap::new(),
+            rejections: Arc::default(),
+            save_failures: Throttle::default(),
+            screen: watch::channel(Screen::new(network, me)).0,
             bot,
             dirty: false,
             next_persist: now,
@@ -305,6 +313,26 @@ impl Node {
 
     pub(crate) fn listen(&self) -> &str {
         &self.state.listen
+    }
+
+    /// The listener's screen, kept in step with the member table.
+    pub(crate) fn screen(&self) -> watch::Receiver<Screen> {
+        self.publish_members();
+        self.screen.subscribe()
+    }
+
+    /// Refused input, counted where the listener and the inbox both report it.
+    pub(crate) fn rejections(&self) -> Arc<Rejections> {
+        self.rejections.clone()
+    }
+
+    fn publish_members(&self) {
+        let members = Members {
+            peers: &self.state.peers.0,
+            removed: &self.state.removed,
+        };
+        self.screen
+            .send_if_modified(|screen| screen.update(members));
     }
 
     #[must_use = "the cluster does nothing unless its loop runs"]
@@ -335,8 +363,10 @@ impl Node {
                 () = sleep_until(wake) => {}
             }
             self.tick(Instant::now());
+            self.publish_members();
         }
-        self.persist();
+        // Reported inside; at shutdown there is nothing else to do about it.
+        let _ = self.persist();
     }
 
     fn tick(&mut self, now: Instant) {
@@ -350,7 +380,8 @@ impl Node {
             self.sync_with(peer);
         }
         if self.dirty && now >= self.next_persist {
-            self.persist();
+            // Failures are reported inside and retried at the next deadline.
+            let _ = self.persist();
         }
     }
 
@@ -360,8 +391,7 @@ impl Node {
                 let answer = match self.accept(&bytes, now) {
                     Ok((header, request)) => self.serve(header, request, now),
                     Err(Refused { from, why }) => {
-                        *self.rejected.entry(why.code().into()).or_default() += 1;
-                        tracing::warn!(from = ?from, reason = %why, "rejected a cluster message");
+                        self.rejections.note(why.code(), from, &why);
                         None
                     }
                 };
@@ -479,8 +509,15 @@ impl Node {
             Request::Call(call) => {
                 if call.mutates() {
                     // The replay floor must be on disk before a mutating call runs, or a
-                    // restart could accept the same envelope again.
-                    self.persist();
+                    // restart could accept the same envelope again: if it cannot be saved,
+                    // nothing runs.
+                    if let Err(error) = self.persist() {
+                        let (status, body) = json_error(
+                            507,
+                            &format!("this node cannot save its state ({error}); nothing was run"),
+                        );
+                        return Some(Served::Now(header, Response::Call { status, body }));
+                    }
                 }
                 return Some(Served::Later(header, call));
             }
@@ -753,7 +790,7 @@ impl Node {
             lease: &self.lease,
             record: self.state.bot_lease,
             bot_task: self.running_epoch().is_some(),
-            rejected: &self.rejected,
+            rejected: &self.rejections.counts(),
             traffic: (
                 self.traffic.sent.load(Ordering::Relaxed),
                 self.traffic.received.load(Ordering::Relaxed),
@@ -767,7 +804,9 @@ impl Node {
         let token = invite::new_token();
         let expires_at = unix_now() + ttl.as_secs();
         let sealed_key = invite::seal(&self.secrets.network_key, &invite::invite_key(&token));
-        self.state.invites.insert(
+        let before = self.state.shared();
+        let mut shared = before.clone();
+        shared.invites.insert(
             invite::invite_id(&token),
             Invite {
                 sealed_key,
@@ -775,10 +814,13 @@ impl Node {
                 used_by: None,
             },
         );
-        let mut shared = self.state.shared();
         shared.prune_invites(unix_now());
         self.state.set_shared(shared);
-        self.persist();
+        if let Err(error) = self.persist() {
+            // An invite only this node's memory knows would vanish at a restart: none at all.
+            self.state.set_shared(before);
+            anyhow::bail!("cannot save the invite: {error}");
+        }
         self.push_all();
         let seed = self
             .state
@@ -804,11 +846,15 @@ impl Node {
         if id == self.me {
             return Err("a node cannot remove itself; run this on another node".into());
         }
+        let before = shared.clone();
         shared.removed.insert(id);
         shared.peers.remove(&id);
         self.state.set_shared(shared);
+        if let Err(error) = self.persist() {
+            self.state.set_shared(before);
+            return Err(format!("cannot save the removal: {error}"));
+        }
         self.inbox.forget(&self.state.removed);
-        self.persist();
         self.push_all();
         tracing::info!(peer = %name, "removed from the network");
         Ok(())
@@ -834,10 +880,14 @@ impl Node {
             return self.finish_join(pending, quorum, 0, Instant::now());
         }
         let (invite_id, joiner) = (pending.checked.invite_id.clone(), pending.checked.id);
+        let before = shared.clone();
         let mut shared = shared;
         admission::mark_used(&mut shared, &invite_id, joiner);
         self.state.set_shared(shared);
-        self.persist();
+        if self.persist().is_err() {
+            self.state.set_shared(before);
+            return refuse_join(pending.reply, Refusal::NotConfirmed);
+        }
         let request = Request::Consume { invite_id, joiner };
         let mut asks = tokio::task::JoinSet::new();
         for id in self.others().collect::<Vec<_>>() {
@@ -904,7 +954,8 @@ impl Node {
                 last_seen: Some(unix_now()),
             },
         );
-        self.persist();
+        // A failed save is retried; the members that confirmed the redemption hold it too.
+        let _ = self.persist();
         self.push_all();
         self.membership.announce(checked.id, now);
         self.flush_membership();
@@ -913,25 +964,40 @@ impl Node {
 
     /// A member asks us to record an invite as redeemed by the joiner `joiner`.
     fn consume(&mut self, invite_id: &str, joiner: NodeId) -> bool {
-        let mut shared = self.state.shared();
+        let before = self.state.shared();
+        let mut shared = before.clone();
         let consumed = admission::consume(&mut shared, invite_id, joiner);
         if consumed == Consumed::Recorded {
             self.state.set_shared(shared);
             // On disk before the answer, so a restart cannot confirm a second joiner.
-            self.persist();
+            if self.persist().is_err() {
+                self.state.set_shared(before);
+                return false;
+            }
         }
         consumed.confirms()
     }
 
-    fn persist(&mut self) {
+    /// Saves the network state; on failure it stays dirty and is tried again at the next
+    /// deadline. Callers that promise durability (a mutating call, an invite, a confirmation)
+    /// check the result and refuse instead of answering success.
+    fn persist(&mut self) -> Result<(), String> {
         self.state.replay_floor = self.inbox.floors();
+        self.next_persist = Instant::now() + PERSIST_DEBOUNCE;
         match netstate::save_state(&self.dir, &self.state) {
-            Ok(()) => self.dirty = false,
+            Ok(()) => {
+                self.dirty = false;
+                Ok(())
+            }
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "failed to save the network state")
+                self.dirty = true;
+                let error = format!("{e:#}");
+                if let Some(unlogged) = self.save_failures.due("save_state", Instant::now()) {
+                    tracing::error!(error = %error, unlogged, "failed to save the network state; will retry");
+                }
+                Err(error)
             }
         }
-        self.next_persist = Instant::now() + PERSIST_DEBOUNCE;
     }
 }
 
@@ -982,7 +1048,10 @@ async fn run_call(call: Call, local: &LocalCall, reboot: &[String]) -> (u16, Vec
         return local(method, path).await;
     }
     match call {
-        Call::Speedtest { download, .. } => (200, vec![0x5A; download.min(64 << 20) as usize]),
+        Call::Speedtest { download, .. } => {
+            let bytes = download.min(constella_cluster::wire::SPEEDTEST_BYTES);
+            (200, vec![0x5A; bytes as usize])
+        }
         Call::Reboot => {
             let Some((program, args)) = reboot.split_first() else {
                 return json_error(500, "no reboot command is configured");

@@ -65,7 +65,9 @@ impl HttpTransport {
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         HttpTransport {
             client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
+                // Shorter than the listener's idle close (`server::LIMITS`), so a pooled connection
+                // is never reused just as the far side closes it.
+                .pool_idle_timeout(Duration::from_secs(10))
                 .build(connector),
             traffic: Arc::default(),
         }
