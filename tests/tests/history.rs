@@ -178,7 +178,26 @@ fn history_and_metric_queries_answer_and_refuse_bad_ranges() {
         ("/api/v1/events?limit=0", 400),
         ("/api/v1/events?since=soon", 400),
         ("/api/v1/events?device=house-9", 404),
+        // Hardening: the year 10000 panicked in formatting; i64::MIN skipped the bucket cap.
+        (
+            "/api/v1/devices/house-1/history?field=temp_inside&to=253402300800",
+            400,
+        ),
+        ("/api/v1/node/metrics?series=cpu&to=253402300800", 400),
+        (
+            "/api/v1/devices/house-1/history?field=temp_inside&from=-9223372036854775808",
+            400,
+        ),
+        ("/api/v1/events?since=99999999999999999", 400),
     ];
+    // The far ends of the range are answered, not refused or panicked on.
+    for path in [
+        "/api/v1/node/metrics?series=cpu&from=253402300000&to=253402300799",
+        "/api/v1/node?window=100000000000y",
+    ] {
+        let (got, body) = agent.get(path);
+        assert_eq!(got, 200, "{path}: {body}");
+    }
     for (path, status) in bad {
         let (got, body) = agent.get(path);
         assert_eq!(got, *status, "{path}: {body}");

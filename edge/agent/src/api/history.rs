@@ -20,6 +20,8 @@ use crate::telemetry::FAMILIES;
 
 /// Most buckets one query may return.
 const MAX_BUCKETS: i64 = 10_000;
+/// The last instant a query may name: 9999-12-31T23:59:59Z, the last one RFC 3339 can write.
+const LAST_INSTANT_SECS: i64 = 253_402_300_799;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,7 +37,7 @@ pub(super) async fn node(
         Some(text) => duration(&text, "window")?,
         None => Duration::from_secs(300),
     };
-    let since = unix_ms(SystemTime::now()) - window.as_millis() as i64;
+    let since = unix_ms(SystemTime::now()).saturating_sub(millis(window));
     let node = state
         .history
         .node
@@ -238,7 +240,7 @@ impl Range {
             return Err(ApiError::bad_request("`from` must be before `to`".into()));
         }
         let step = match query.step.as_deref() {
-            Some(text) => duration(text, "step")?.as_millis() as i64,
+            Some(text) => millis(duration(text, "step")?),
             None => ((to - from) / 300).max(1000),
         };
         if step < 1000 {
@@ -258,18 +260,28 @@ impl Range {
     }
 }
 
-/// RFC 3339 (`2026-11-23T06:00:00Z`) or Unix seconds.
+/// RFC 3339 (`2026-11-23T06:00:00Z`) or Unix seconds, from 1970 to the end of year 9999 (so
+/// every answer can write it back and no arithmetic on it can overflow).
 fn instant(text: &str, name: &str) -> Result<i64, ApiError> {
-    if let Ok(seconds) = text.parse::<i64>() {
-        return Ok(seconds.saturating_mul(1000));
+    match text.parse::<i64>() {
+        Ok(seconds) if (0..=LAST_INSTANT_SECS).contains(&seconds) => Ok(seconds * 1000),
+        Ok(_) => Err(ApiError::bad_request(format!(
+            "`{name}` = `{text}` is outside 0–{LAST_INSTANT_SECS} (1970 to the end of 9999)"
+        ))),
+        // Four-digit years only, and `unix_ms` clamps what precedes 1970.
+        Err(_) => humantime::parse_rfc3339_weak(text)
+            .map(unix_ms)
+            .map_err(|_| {
+                ApiError::bad_request(format!(
+                    "`{name}` = `{text}` is neither RFC 3339 nor Unix seconds"
+                ))
+            }),
     }
-    humantime::parse_rfc3339_weak(text)
-        .map(unix_ms)
-        .map_err(|_| {
-            ApiError::bad_request(format!(
-                "`{name}` = `{text}` is neither RFC 3339 nor Unix seconds"
-            ))
-        })
+}
+
+/// A parsed duration in milliseconds, saturating (humantime accepts thousands of years).
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn duration(text: &str, name: &str) -> Result<Duration, ApiError> {
