@@ -34,6 +34,10 @@ fn bad_configurations_are_refused_with_file_field_and_reason() {
         "bus[0].speed: unknown field `speed`",
     );
     run_with("[api\nlisten = 1", "(syntax):");
+    run_with(
+        "state_dir = \"/etc/passwd\"\n",
+        "state_dir: /etc/passwd is not a directory",
+    );
 }
 
 #[test]

@@ -12,13 +12,42 @@ use rand::RngCore as _;
 
 const TOKEN_FILE: &str = "api-token";
 
-/// Creates `dir` (mode 0700) if needed.
+/// Creates `dir` (mode 0700) if needed; one that already exists open to others (created by
+/// hand, or by an older tool) is restricted to its owner, since it holds the node's keys.
 pub(crate) fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("state directory {} is not a directory", dir.display());
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("Failed to create state directory {}", dir.display()))
+        .with_context(|| format!("Failed to create state directory {}", dir.display()))?;
+    restrict(dir, 0o700)
+}
+
+/// Reads a state file, first restricting it to its owner (0600) if others may read it.
+pub(crate) fn read_private(path: &Path) -> anyhow::Result<Vec<u8>> {
+    restrict(path, 0o600)?;
+    fs::read(path).with_context(|| format!("Failed to read {}", path.display()))
+}
+
+/// Clears the group and other bits of `path` (to `mode`) if any are set, with a warning.
+fn restrict(path: &Path, mode: u32) -> anyhow::Result<()> {
+    let found = fs::metadata(path)
+        .with_context(|| format!("Failed to read {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if found & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("Failed to restrict {} to its owner", path.display()))?;
+        tracing::warn!(
+            path = %path.display(),
+            "was mode {found:o}, open to others; restricted to {mode:o}"
+        );
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` atomically with mode 0600.
@@ -58,32 +87,22 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 pub(crate) fn api_token(dir: &Path) -> anyhow::Result<String> {
     ensure_dir(dir)?;
     let path = dir.join(TOKEN_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => {
-            let token = text.trim().to_string();
-            if token.len() < 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-                bail!(
-                    "{}: not a valid API token (delete it to generate a new one)",
-                    path.display()
-                );
-            }
-            let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).with_context(
-                    || format!("Failed to restrict {} to its owner", path.display()),
-                )?;
-            }
-            Ok(token)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut bytes = [0u8; 32];
-            rand::rng().fill_bytes(&mut bytes);
-            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            write_atomic(&path, format!("{token}\n").as_bytes())?;
-            Ok(token)
-        }
-        Err(e) => Err(e).with_context(|| format!("Failed to read {}", path.display())),
+    if !path.exists() {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write_atomic(&path, format!("{token}\n").as_bytes())?;
+        return Ok(token);
     }
+    let bytes = read_private(&path)?;
+    let token = String::from_utf8_lossy(&bytes).trim().to_string();
+    if token.len() < 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "{}: not a valid API token (delete it to generate a new one)",
+            path.display()
+        );
+    }
+    Ok(token)
 }
 
 #[cfg(test)]
@@ -118,6 +137,23 @@ mod tests {
                 .to_string()
                 .contains("not a valid API token")
         );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_directory_or_file_open_to_others_is_restricted_and_a_file_is_no_directory() {
+        let dir = scratch("lax");
+        fs::create_dir_all(&dir).expect("dir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).expect("chmod");
+        let secret = dir.join("secrets.json");
+        fs::write(&secret, "{}").expect("write");
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).expect("chmod");
+        ensure_dir(&dir).expect("kept");
+        assert_eq!(read_private(&secret).expect("read"), b"{}");
+        let mode = |p: &Path| fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!((mode(&dir), mode(&secret)), (0o700, 0o600));
+        let refused = ensure_dir(&secret).expect_err("a file");
+        assert!(refused.to_string().contains("is not a directory"), "{refused}");
         let _ = fs::remove_dir_all(&dir);
     }
 

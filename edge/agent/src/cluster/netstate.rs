@@ -9,9 +9,9 @@
 //! Both are written atomically with mode 0600 (`state::write_atomic`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use constella_cluster::identity::{NodeId, NodeKey, PublicKey};
@@ -132,8 +132,8 @@ pub(crate) fn create(dir: &Path, state: &NetworkState, secrets: &Secrets) -> any
     save_state(dir, state)
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &PathBuf) -> anyhow::Result<T> {
-    let text = std::fs::read(path).with_context(|| format!("Failed to read {}", path.display()))?;
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = crate::state::read_private(path)?;
     let de = &mut serde_json::Deserializer::from_slice(&text);
     serde_path_to_error::deserialize(de)
         .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))

@@ -6,6 +6,10 @@ use serde::Deserialize;
 
 use super::{Invalid, positive_duration};
 
+/// The largest history store one may ask for, in MiB; far beyond any board's disk, and small
+/// enough that its size in bytes cannot overflow.
+const MAX_SIZE_MB: u64 = 1 << 20;
+
 /// How node metrics and device history are kept (`[history]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct HistoryConfig {
@@ -67,8 +71,13 @@ pub(super) fn parse(raw: HistoryFile) -> Result<HistoryConfig, Invalid> {
         ));
     }
     match raw.max_size_mb {
-        Some(0) => return Err(Invalid::new("history.max_size_mb", "must be at least 1")),
-        Some(mb) => history.max_size_mb = mb,
+        Some(mb @ 1..=MAX_SIZE_MB) => history.max_size_mb = mb,
+        Some(mb) => {
+            return Err(Invalid::new(
+                "history.max_size_mb",
+                format!("{mb} is outside 1–{MAX_SIZE_MB} (1 TiB)"),
+            ));
+        }
         None => {}
     }
     Ok(history)

@@ -90,7 +90,16 @@ impl Config {
             field: "(file)".into(),
             reason: format!("cannot be read: {e}"),
         })?;
-        Config::parse(path, &text)
+        let config = Config::parse(path, &text)?;
+        // Named here, where the field is known, rather than by the first write into it.
+        if config.state_dir.exists() && !config.state_dir.is_dir() {
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                field: "state_dir".into(),
+                reason: format!("{} is not a directory", config.state_dir.display()),
+            });
+        }
+        Ok(config)
     }
 
     /// Checks configuration text; `path` is only used in error messages.
@@ -357,6 +366,11 @@ unit = 3
                 "[api]",
                 "[history]\nflush_interval = \"0s\"\n[api]",
                 "history.flush_interval: `0s` must be longer than zero",
+            ),
+            (
+                "[api]",
+                "[history]\nmax_size_mb = 17592186044416\n[api]",
+                "history.max_size_mb: 17592186044416 is outside 1–1048576 (1 TiB)",
             ),
             (
                 "listen = \"127.0.0.1:4747\"",
