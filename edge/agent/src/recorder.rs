@@ -28,10 +28,11 @@ const MAX_PENDING_ROWS: usize = 200_000;
 /// Recent node samples kept in memory: one hour at the default 10 s period.
 const RING_CAPACITY: usize = 360;
 
-/// What the API reads: the store, the latest node sample and the event feed.
+/// What the API reads: the store (`None` while it cannot be opened, e.g. on a full disk), the
+/// latest node sample and the event feed.
 #[derive(Clone)]
 pub(crate) struct History {
-    pub(crate) store: Arc<Mutex<Store>>,
+    pub(crate) store: Arc<Mutex<Option<Store>>>,
     pub(crate) path: PathBuf,
     pub(crate) node: Arc<RwLock<NodeState>>,
     pub(crate) events: broadcast::Sender<Event>,
@@ -57,6 +58,9 @@ pub(crate) struct Recorder {
     /// Per device: field → (raw word, status, when last written).
     written: Vec<BTreeMap<&'static str, (u16, Status, Instant)>>,
     batch: Batch,
+    /// Whether `views` hold each device's last state from the store. Until they do (the store
+    /// could not be opened) no events are derived, so none is raised twice once it opens.
+    restored: bool,
 }
 
 impl Recorder {
@@ -68,15 +72,16 @@ impl Recorder {
         polls: mpsc::Receiver<usize>,
     ) -> anyhow::Result<(History, Recorder)> {
         let path = state_dir.join("history.db");
-        let store = Store::open(&path)?;
         let devices = registry.snapshot();
-        let mut views = Vec::with_capacity(devices.len());
-        for device in &devices {
-            let rows = store
-                .device_state(&device.name)
-                .with_context(|| format!("Failed to read {}", path.display()))?;
-            views.push(View::from_rows(&rows));
-        }
+        // A store that cannot be opened (a full disk, say) must not keep the agent from polling
+        // and answering: it runs without history and the flush timer tries again.
+        let (store, views) = match open_store(&path, &registry) {
+            Ok((store, views)) => (Some(store), Some(views)),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "history is unavailable; polling and the API run on, retrying");
+                (None, None)
+            }
+        };
         let sampler = match Sampler::new() {
             Ok(sampler) => Some(sampler),
             Err(e) => {
@@ -88,7 +93,7 @@ impl Recorder {
             latest: NodeSample::default(),
             sampled_at: None,
             rings: Rings::new(RING_CAPACITY),
-            store_bytes: store.size_bytes(),
+            store_bytes: store.as_ref().map_or(0, Store::size_bytes),
             sample_cost: Duration::ZERO,
         };
         let history = History {
@@ -103,7 +108,8 @@ impl Recorder {
             polls,
             config,
             sampler,
-            views,
+            restored: views.is_some(),
+            views: views.unwrap_or_else(|| vec![View::default(); devices.len()]),
             written: vec![BTreeMap::new(); devices.len()],
             batch: Batch::default(),
         };
@@ -151,7 +157,11 @@ impl Recorder {
         let decoded = device.image().decode();
         let before = &self.views[index];
         let next = before.observe(health, &decoded);
-        let changes = before.changes(&next);
+        let changes = if self.restored {
+            before.changes(&next)
+        } else {
+            Vec::new()
+        };
         if !changes.is_empty() {
             for change in &changes {
                 self.batch.events.push(Event {
@@ -233,6 +243,10 @@ impl Recorder {
 
     /// Writes the pending batch; on failure keeps it (bounded) for the next attempt.
     async fn flush(&mut self) {
+        if !self.restored && !self.reopen().await {
+            self.keep(Batch::default());
+            return;
+        }
         if self.batch.samples.is_empty()
             && self.batch.readings.is_empty()
             && self.batch.events.is_empty()
@@ -245,6 +259,9 @@ impl Recorder {
             let mut store = store
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(store) = store.as_mut() else {
+                return (batch, Err(rusqlite::Error::InvalidQuery), 0);
+            };
             let result = store.write(&mut batch);
             (batch, result, store.size_bytes())
         })
@@ -266,22 +283,60 @@ impl Recorder {
                     let _ = self.history.events.send(event);
                 }
             }
-            Ok((mut batch, Err(e), _)) => {
+            Ok((batch, Err(e), _)) => {
                 warn!(error = %e, path = %self.history.path.display(), "history write failed; keeping the batch");
-                let excess =
-                    (batch.samples.len() + batch.readings.len()).saturating_sub(MAX_PENDING_ROWS);
-                batch.readings.drain(..excess.min(batch.readings.len()));
-                batch
-                    .samples
-                    .extend(std::mem::take(&mut self.batch.samples));
-                batch
-                    .readings
-                    .extend(std::mem::take(&mut self.batch.readings));
-                batch.events.extend(std::mem::take(&mut self.batch.events));
-                batch.state.extend(std::mem::take(&mut self.batch.state));
-                self.batch = batch;
+                self.keep(batch);
             }
             Err(e) => warn!(error = %e, "history writer task failed"),
+        }
+    }
+
+    /// Puts an unwritten `batch` back before what came since, dropping the oldest readings
+    /// beyond `MAX_PENDING_ROWS`.
+    fn keep(&mut self, mut batch: Batch) {
+        batch
+            .samples
+            .extend(std::mem::take(&mut self.batch.samples));
+        batch
+            .readings
+            .extend(std::mem::take(&mut self.batch.readings));
+        batch.events.extend(std::mem::take(&mut self.batch.events));
+        batch.state.extend(std::mem::take(&mut self.batch.state));
+        let excess = (batch.samples.len() + batch.readings.len()).saturating_sub(MAX_PENDING_ROWS);
+        batch.readings.drain(..excess.min(batch.readings.len()));
+        self.batch = batch;
+    }
+
+    /// Tries again to open a store that could not be opened; on success each device's event
+    /// state is restored from it. Returns whether the store is open.
+    async fn reopen(&mut self) -> bool {
+        let path = self.history.path.clone();
+        let registry = self.registry.clone();
+        let Ok(opened) = tokio::task::spawn_blocking(move || open_store(&path, &registry)).await
+        else {
+            return false;
+        };
+        match opened {
+            Ok((store, views)) => {
+                tracing::info!(path = %self.history.path.display(), "history store opened");
+                self.history
+                    .node
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .store_bytes = store.size_bytes();
+                *self
+                    .history
+                    .store
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(store);
+                self.views = views;
+                self.restored = true;
+                true
+            }
+            Err(e) => {
+                debug!(error = %format!("{e:#}"), "history store still unavailable");
+                false
+            }
         }
     }
 
@@ -293,10 +348,13 @@ impl Recorder {
             let mut store = store
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(store) = store.as_mut() else {
+                return Ok((None, 0));
+            };
             let report = store.enforce_retention(now, config.raw_keep, config.rollup_keep)?;
             store.enforce_size(config.max_size_mb * 1024 * 1024)?;
             store.checkpoint()?;
-            Ok::<_, rusqlite::Error>((report, store.size_bytes()))
+            Ok::<_, rusqlite::Error>((Some(report), store.size_bytes()))
         })
         .await;
         match result {
@@ -312,6 +370,22 @@ impl Recorder {
             Err(e) => warn!(error = %e, "history retention task failed"),
         }
     }
+}
+
+/// Opens the store at `path` and reads each device's last event state from it.
+fn open_store(path: &Path, registry: &Registry) -> anyhow::Result<(Store, Vec<View>)> {
+    let store = Store::open(path)?;
+    let views = registry
+        .snapshot()
+        .iter()
+        .map(|device| {
+            store
+                .device_state(&device.name)
+                .map(|rows| View::from_rows(&rows))
+                .with_context(|| format!("Failed to read {}", path.display()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((store, views))
 }
 
 pub(crate) fn unix_ms(at: SystemTime) -> i64 {

@@ -153,7 +153,10 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).expect("exists").permissions().mode() & 0o777;
         assert_eq!((mode(&dir), mode(&secret)), (0o700, 0o600));
         let refused = ensure_dir(&secret).expect_err("a file");
-        assert!(refused.to_string().contains("is not a directory"), "{refused}");
+        assert!(
+            refused.to_string().contains("is not a directory"),
+            "{refused}"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -255,13 +255,20 @@ async fn with_store<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let store = state.history.store.clone();
     tokio::task::spawn_blocking(move || {
-        f(&mut store
+        let mut store = store
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner))
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let store = store.as_mut().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "history_unavailable",
+                "the history store cannot be opened (see the agent's log); it is retried every flush interval",
+            )
+        })?;
+        f(store).map_err(|e| ApiError::internal(&e.to_string()))
     })
     .await
     .map_err(|e| ApiError::internal(&e.to_string()))?
-    .map_err(|e| ApiError::internal(&e.to_string()))
 }
 
 /// A JSON error response.

@@ -256,7 +256,16 @@ impl Node {
         let (mut state, secrets) = netstate::load(&dir)?;
         let start = state.counter_reserved;
         state.counter_reserved = start.saturating_add(RESERVE);
-        netstate::save_state(&dir, &state)?;
+        // A full disk must not keep the node from running: the reservation is held in memory
+        // and saved by the loop's retries. Until it is, a crash would make the next start
+        // reuse counters, which only gets this node's own messages refused as replays.
+        let reserved = netstate::save_state(&dir, &state);
+        if let Err(e) = &reserved {
+            tracing::error!(
+                error = %format!("{e:#}"),
+                "cannot save the network state at start; running on and retrying"
+            );
+        }
         let key = secrets.key();
         let me = key.id();
         let network = NetworkId::parse(&state.network_id).ok_or_else(|| {
@@ -305,8 +314,8 @@ impl Node {
             save_failures: Throttle::default(),
             screen: watch::channel(Screen::new(network, me)).0,
             bot,
-            dirty: false,
-            next_persist: now,
+            dirty: reserved.is_err(),
+            next_persist: now + PERSIST_DEBOUNCE,
         };
         Ok((Handle { events: events_tx }, node, turns))
     }
