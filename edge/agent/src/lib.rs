@@ -12,6 +12,8 @@ mod config;
 mod demo;
 mod devices;
 mod events;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod listener;
 mod modbus;
 mod outcome;

@@ -317,3 +317,30 @@ fn point(p: &Point) -> ApiPoint {
 fn from_ms(ms: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
+
+/// Every query parser of this module over one query string, the way axum hands it over, down to
+/// writing the range back as RFC 3339 (where the year 10000 once panicked). For the fuzz target.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn parse_queries(query: &str) {
+    use axum::extract::Query;
+    let Ok(uri) = format!("/?{query}").parse::<axum::http::Uri>() else {
+        return;
+    };
+    if let Ok(Query(range)) = Query::<RangeQuery>::try_from_uri(&uri) {
+        if let Ok(range) = Range::parse(&range) {
+            let _ = (range.show(range.from), range.show(range.to));
+        }
+    }
+    if let Ok(Query(NodeQuery {
+        window: Some(window),
+    })) = Query::<NodeQuery>::try_from_uri(&uri)
+    {
+        let _ = duration(&window, "window").map(millis);
+    }
+    if let Ok(Query(EventsQuery {
+        since: Some(since), ..
+    })) = Query::<EventsQuery>::try_from_uri(&uri)
+    {
+        let _ = instant(&since, "since");
+    }
+}

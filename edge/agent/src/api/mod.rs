@@ -3,6 +3,8 @@
 
 mod dto;
 mod history;
+#[cfg(feature = "fuzzing")]
+pub(crate) use history::parse_queries;
 mod nodes;
 mod prometheus;
 mod speedtest;

@@ -3,7 +3,7 @@
 //! device table (`bus`).
 
 mod bus;
-mod link;
+pub(crate) mod link;
 mod schedule;
 
 #[cfg(test)]
