@@ -599,11 +599,21 @@ impl Switches {
 
 /// A process's peak resident set (VmHWM), in MiB.
 pub fn peak_rss_mib(pid: u32) -> f64 {
+    proc_status_mib(pid, "VmHWM:")
+}
+
+/// A process's resident set now (VmRSS), in MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    proc_status_mib(pid, "VmRSS:")
+}
+
+/// A size line of `/proc/PID/status` (given in kB), in MiB.
+fn proc_status_mib(pid: u32, key: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmHWM");
+        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"));
     kib / 1024.0
 }

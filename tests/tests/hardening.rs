@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use constella_tests::{Agent, constella, wait_until};
+use constella_tests::{Agent, constella, rss_mib, wait_until};
 use serde_json::Value;
 
 /// The whole suite shares one process; this file's tests change its open-file limit.
@@ -56,16 +56,6 @@ fn set_open_files(soft: u64) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
     setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard).expect("setrlimit");
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS");
-    kb / 1024.0
 }
 
 /// The 64-byte envelope header (layout in `edge/cluster/src/envelope.rs`) claiming `from`.
@@ -121,7 +111,7 @@ fn stalled_bodies_claiming_a_member_cannot_take_the_nodes_memory() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (agent, cluster, [network, a, b]) = network_with_an_absent_member();
     let pid = agent.proc.pid();
-    let before = rss_mb(pid);
+    let before = rss_mib(pid);
 
     // Strangers are refused from the header alone: nothing of their bodies is read.
     let stranger = "00112233445566778899aabbccddeeff";
@@ -156,16 +146,16 @@ fn stalled_bodies_claiming_a_member_cannot_take_the_nodes_memory() {
             )
         })
         .collect();
-    let during = rss_mb(pid);
+    let during = rss_mib(pid);
     let busy = stalled.iter().filter(|s| answered_or_closed(s)).count();
     drop(stalled);
     drop(refused);
     wait_until("the node saw the connections close", || {
         agent.get("/api/v1/nodes").1["rejected_messages"]["busy"].as_u64() >= Some(20)
     });
-    let after = rss_mb(pid);
+    let after = rss_mib(pid);
     println!(
-        "RSS MB before {before:.1}, with 30 stalled 4 MB bodies {during:.1}, after they closed {after:.1}"
+        "RSS MiB before {before:.1}, with 30 stalled 4 MB bodies {during:.1}, after they closed {after:.1}"
     );
     assert!(
         busy >= 20,
@@ -221,6 +211,11 @@ fn floods_of_idle_and_slow_connections_leave_the_api_answering_and_state_writabl
     let asked = Instant::now();
     let (status, _) = agent.get("/api/v1/devices");
     assert_eq!(status, 200);
+    println!(
+        "under 1,100 idle cluster and 500 slow API connections: API answered in {:?}, RSS {:.1} MiB",
+        asked.elapsed(),
+        rss_mib(agent.proc.pid())
+    );
     assert!(
         asked.elapsed() < Duration::from_secs(2),
         "{:?}",

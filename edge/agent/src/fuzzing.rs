@@ -46,6 +46,22 @@ pub fn modbus_reply(rtu: bool, reply: &[u8]) {
     });
 }
 
+/// The simulator's RTU server loop (framing, CRC, request parsing, answers) fed `request` by a
+/// master that then closes the line.
+pub fn simulator_rtu(request: &[u8]) {
+    let request = request.to_vec();
+    runtime().block_on(async move {
+        let (sim, mut master) = tokio::io::duplex(1 << 16);
+        let options = constella_sim::SimOptions::default();
+        let served = tokio::spawn(constella_sim::serve_rtu_units(sim, &[1, 2], &options));
+        let _ = master.write_all(&request).await;
+        let _ = master.shutdown().await;
+        // Drain the answers until the simulator sees the line close.
+        let _ = tokio::io::copy(&mut master, &mut tokio::io::sink()).await;
+        let _ = served.await;
+    });
+}
+
 /// A single-threaded runtime with a paused clock: timeouts pass at once when nothing else can
 /// run, so an incomplete reply costs no wall time.
 fn runtime() -> &'static tokio::runtime::Runtime {
