@@ -179,9 +179,17 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The longest duration a setting may take. Timers add durations to the clock, and humantime
+/// accepts thousands of years; ten years is past any retention or timeout anyone means.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("`{text}` is not a duration like 500ms or 10s ({e})"))
+    let parsed = humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like 500ms or 10s ({e})"))?;
+    if parsed > MAX_DURATION {
+        return Err(format!("`{text}` is longer than 10 years"));
+    }
+    Ok(parsed)
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {
@@ -366,6 +374,11 @@ unit = 3
                 "[api]",
                 "[history]\nflush_interval = \"0s\"\n[api]",
                 "history.flush_interval: `0s` must be longer than zero",
+            ),
+            (
+                "[api]",
+                "[history]\nraw_keep = \"100000y\"\n[api]",
+                "history.raw_keep: `100000y` is longer than 10 years",
             ),
             (
                 "[api]",
