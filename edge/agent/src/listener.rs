@@ -8,14 +8,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-
-use std::time::Instant;
 
 use crate::throttle::Throttle;
 
@@ -36,6 +34,8 @@ pub(crate) struct Limits {
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Largest request head (request line and headers) a connection may buffer.
 const MAX_HEAD: usize = 16 << 10;
+// hyper refuses (panics on) a buffer under 8 KiB.
+const _: () = assert!(MAX_HEAD >= 8192);
 
 /// Serves `app` on `listener` within `limits` until the task is dropped.
 pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, name: &'static str) {
@@ -66,7 +66,7 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, na
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
-                .max_buf_size(MAX_HEAD.max(8192));
+                .max_buf_size(MAX_HEAD);
             // A closed or timed-out connection is the normal end of one; nothing to report.
             let _ = http.serve_connection(TokioIo::new(stream), service).await;
         });
