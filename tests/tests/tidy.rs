@@ -136,6 +136,19 @@ fn the_cores_carry_no_tokio() {
     }
 }
 
+/// The overlay crate links tokio for its shell; its sans-IO core modules must not use it.
+#[test]
+fn the_overlay_core_modules_use_no_tokio() {
+    let src = root().join("edge/overlay/src");
+    for core in ["router.rs", "stack.rs", "device.rs", "allowed_ips.rs", "keys.rs"] {
+        let text = std::fs::read_to_string(src.join(core)).expect("a core module of the overlay");
+        assert!(
+            !text.contains("tokio"),
+            "edge/overlay/src/{core} is part of the sans-IO core but mentions tokio"
+        );
+    }
+}
+
 /// The agent's top-level modules and the ones each imports (`crate::name`).
 fn agent_imports() -> BTreeMap<String, BTreeSet<String>> {
     let src = root().join("edge/agent/src");

@@ -1,0 +1,24 @@
+//! Constella's WireGuard overlay in userspace: boringtun speaks the protocol, smoltcp is the
+//! TCP/IP stack inside the process, and one UDP socket carries everything. No root, no kernel
+//! module, no TUN device.
+//!
+//! The core is sans-IO: [`router`] (the peer table: demux, anti-spoofing, roaming, hub relay)
+//! and `stack` (router plus smoltcp over bounded queues) take datagrams and time and never
+//! touch a socket. The shell is [`runner`] (the task that owns the UDP socket), `tcp` and
+//! `ping`.
+
+mod allowed_ips;
+mod device;
+pub mod keys;
+mod ping;
+pub mod router;
+pub mod runner;
+mod stack;
+mod tcp;
+
+pub use device::MTU;
+pub use keys::{KeyError, PrivateKey, PublicKey};
+pub use router::{Drops, PeerConfig, PeerStatus, RouterError};
+pub use runner::{Overlay, OverlayConfig, Runner, new};
+pub use stack::StackError;
+pub use tcp::{TcpListener, TcpStream};

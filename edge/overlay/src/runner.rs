@@ -1,0 +1,223 @@
+//! The async shell: one task that owns the UDP socket and drives the [`Stack`]. It sleeps
+//! until a datagram arrives, the socket can take more, a socket operation asks for a poll, or
+//! the stack's next deadline: an idle overlay wakes about once a second, for WireGuard's
+//! timers, and not otherwise.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use tokio::net::UdpSocket;
+use tokio::sync::Notify;
+
+use crate::keys::{PrivateKey, PublicKey};
+use crate::ping;
+use crate::router::{Drops, PeerConfig, PeerStatus, Router, RouterError};
+use crate::stack::Stack;
+use crate::tcp::{TcpListener, TcpStream};
+
+/// Datagrams taken in one go before smoltcp gets to answer them.
+const RECEIVE_BATCH: usize = 64;
+/// Listening sockets kept ready per port: connections that can complete their handshake
+/// while the application has not called `accept` yet.
+const LISTEN_BACKLOG: usize = 4;
+
+pub struct OverlayConfig {
+    pub private_key: PrivateKey,
+    /// This node's overlay address.
+    pub address: Ipv4Addr,
+    /// The overlay's address range; every address in it is reached through a peer.
+    pub network: Ipv4Net,
+    pub peers: Vec<PeerConfig>,
+}
+
+pub(crate) struct Shared {
+    stack: Mutex<Stack>,
+    /// Asks the runner to poll: data was written, a buffer drained, a socket opened.
+    wake: Notify,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Stack> {
+        // The stack holds no invariant a panicking socket call could leave half-done that
+        // is worse than stopping the overlay, so a poisoned lock is taken over, not fatal.
+        self.stack.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn wake_runner(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// The overlay as applications see it: cheap to clone, every call is short and non-blocking
+/// apart from the waits that are awaited.
+#[derive(Clone)]
+pub struct Overlay {
+    shared: Arc<Shared>,
+}
+
+/// Drives the overlay; must be spawned for anything to move.
+#[must_use = "the overlay does nothing until its runner is spawned"]
+pub struct Runner {
+    shared: Arc<Shared>,
+    socket: UdpSocket,
+}
+
+/// Builds the overlay over an already bound UDP socket (the caller picks address and port).
+pub fn new(config: OverlayConfig, socket: UdpSocket) -> Result<(Overlay, Runner), RouterError> {
+    let now = Instant::now();
+    let mut router = Router::new(config.private_key, config.address, now);
+    for peer in config.peers {
+        router.add_peer(peer)?;
+    }
+    let stack = Stack::new(router, config.network.prefix_len(), now);
+    let shared = Arc::new(Shared {
+        stack: Mutex::new(stack),
+        wake: Notify::new(),
+    });
+    Ok((
+        Overlay {
+            shared: Arc::clone(&shared),
+        },
+        Runner { shared, socket },
+    ))
+}
+
+impl Overlay {
+    pub fn address(&self) -> Ipv4Addr {
+        self.shared.lock().address()
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.shared.lock().router.public_key()
+    }
+
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.shared.lock().router.peers()
+    }
+
+    pub fn drops(&self) -> Drops {
+        self.shared.lock().router.drops()
+    }
+
+    /// The peer that carries traffic for `address`.
+    pub fn route(&self, address: Ipv4Addr) -> Option<PublicKey> {
+        self.shared.lock().router.route(address)
+    }
+
+    /// Adds or replaces a peer while running.
+    pub fn add_peer(&self, peer: PeerConfig) -> Result<(), RouterError> {
+        let result = self.shared.lock().router.add_peer(peer);
+        self.shared.wake_runner();
+        result
+    }
+
+    pub fn remove_peer(&self, key: &PublicKey) -> bool {
+        self.shared.lock().router.remove_peer(key)
+    }
+
+    /// Opens a TCP connection through the overlay.
+    pub async fn connect(&self, remote: SocketAddrV4) -> io::Result<TcpStream> {
+        TcpStream::connect(Arc::clone(&self.shared), remote).await
+    }
+
+    /// Accepts TCP connections on the overlay address, port `port`.
+    pub fn listen(&self, port: u16) -> io::Result<TcpListener> {
+        TcpListener::bind(Arc::clone(&self.shared), port, LISTEN_BACKLOG)
+    }
+
+    /// One ICMP echo round trip to `destination`.
+    pub async fn ping(
+        &self,
+        destination: Ipv4Addr,
+        sequence: u16,
+        timeout: Duration,
+    ) -> io::Result<Duration> {
+        ping::echo(Arc::clone(&self.shared), destination, sequence, timeout).await
+    }
+}
+
+impl Runner {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Runs until the UDP socket fails for good.
+    pub async fn run(self) -> io::Result<()> {
+        let mut buffer = vec![0; 65_536];
+        loop {
+            let now = Instant::now();
+            let (deadline, take_datagrams, blocked) = {
+                let mut stack = self.shared.lock();
+                let blocked = loop {
+                    stack.poll(now);
+                    match self.flush(&mut stack) {
+                        Flushed::Blocked => break true,
+                        Flushed::Nothing => break false,
+                        Flushed::Some => {}
+                    }
+                };
+                (stack.poll_timeout(now), stack.can_take_datagram(), blocked)
+            };
+            let sleep = tokio::time::sleep_until(
+                deadline.map_or_else(far_future, tokio::time::Instant::from_std),
+            );
+            tokio::select! {
+                ready = self.socket.readable(), if take_datagrams => {
+                    ready?;
+                    self.receive(&mut buffer);
+                }
+                ready = self.socket.writable(), if blocked => ready?,
+                () = self.shared.wake.notified() => {}
+                () = sleep => {}
+            }
+        }
+    }
+
+    fn receive(&self, buffer: &mut [u8]) {
+        let mut stack = self.shared.lock();
+        let now = Instant::now();
+        for _ in 0..RECEIVE_BATCH {
+            if !stack.can_take_datagram() {
+                break;
+            }
+            match self.socket.try_recv_from(buffer) {
+                Ok((length, from)) => stack.handle_datagram(now, from, &buffer[..length]),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                // An ICMP error for an earlier send (a peer's port closed) surfaces here; it
+                // says nothing about this socket, so keep reading.
+                Err(error) => tracing::debug!(%error, "overlay UDP receive"),
+            }
+        }
+    }
+
+    fn flush(&self, stack: &mut Stack) -> Flushed {
+        let mut sent = false;
+        while let Some(datagram) = stack.next_datagram() {
+            match self.socket.try_send_to(&datagram.bytes, datagram.to) {
+                Ok(_) => sent = true,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Flushed::Blocked,
+                // An unreachable endpoint must not hold up datagrams to every other peer.
+                Err(error) => tracing::debug!(to = %datagram.to, %error, "overlay UDP send"),
+            }
+            stack.pop_datagram();
+        }
+        if sent {
+            Flushed::Some
+        } else {
+            Flushed::Nothing
+        }
+    }
+}
+
+enum Flushed {
+    Nothing,
+    Some,
+    Blocked,
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400)
+}
