@@ -98,14 +98,22 @@ impl Lab {
     /// Binds a TCP listener on `SERVICE_ADDR:port` inside the bridge namespace. The socket keeps
     /// its namespace, so the caller serves it from any thread.
     pub fn service_listener(&self, port: u16) -> std::net::TcpListener {
+        self.in_bridge(move || {
+            std::net::TcpListener::bind((Lab::SERVICE_ADDR, port)).expect("bind in the bridge")
+        })
+    }
+
+    /// Runs `make` in the bridge namespace (on a thread of its own, which `setns` moves), for
+    /// sockets that must live there; a socket keeps its namespace wherever it is used later.
+    pub fn in_bridge<T: Send + 'static>(&self, make: impl FnOnce() -> T + Send + 'static) -> T {
         let path = format!("/run/netns/{}", self.bridge());
         std::thread::spawn(move || {
             let ns = std::fs::File::open(&path).expect("open the bridge namespace");
             nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            std::net::TcpListener::bind((Lab::SERVICE_ADDR, port)).expect("bind in the bridge")
+            make()
         })
         .join()
-        .expect("listener thread")
+        .expect("namespace thread")
     }
 
     pub fn bridge(&self) -> String {

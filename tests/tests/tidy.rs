@@ -140,7 +140,13 @@ fn the_cores_carry_no_tokio() {
 #[test]
 fn the_overlay_core_modules_use_no_tokio() {
     let src = root().join("edge/overlay/src");
-    for core in ["router.rs", "stack.rs", "device.rs", "allowed_ips.rs", "keys.rs"] {
+    for core in [
+        "router.rs",
+        "stack.rs",
+        "device.rs",
+        "allowed_ips.rs",
+        "keys.rs",
+    ] {
         let text = std::fs::read_to_string(src.join(core)).expect("a core module of the overlay");
         assert!(
             !text.contains("tokio"),
