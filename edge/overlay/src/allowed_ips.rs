@@ -1,6 +1,10 @@
 //! Which peer owns which overlay addresses: the `AllowedIPs` of WireGuard, used both ways.
-//! Outbound it picks the peer a packet goes to (longest prefix wins); inbound it checks that
-//! a decrypted packet's source belongs to the peer that sent it.
+//! Outbound it picks the peers a packet may go to (longest prefix wins); inbound the router
+//! checks a decrypted packet's source against the sending peer's own list.
+//!
+//! Unlike kernel WireGuard, two peers may own the same prefix for a while: a node that
+//! enrolled with an invite's key and then comes back with its own key has both for its
+//! address, and the router sends to whichever authenticated last.
 
 use std::net::Ipv4Addr;
 
@@ -18,7 +22,7 @@ pub(crate) struct AllowedIps {
 impl AllowedIps {
     pub(crate) fn insert(&mut self, net: Ipv4Net, peer: PeerId) {
         let net = net.trunc();
-        self.routes.retain(|(existing, _)| *existing != net);
+        self.routes.retain(|route| *route != (net, peer));
         let at = self
             .routes
             .partition_point(|(existing, _)| existing.prefix_len() >= net.prefix_len());
@@ -29,10 +33,16 @@ impl AllowedIps {
         self.routes.retain(|(_, owner)| *owner != peer);
     }
 
-    pub(crate) fn lookup(&self, address: Ipv4Addr) -> Option<PeerId> {
-        self.routes
+    /// The owners of the longest prefix that covers `address` (usually one).
+    pub(crate) fn lookup(&self, address: Ipv4Addr) -> impl Iterator<Item = PeerId> + '_ {
+        let best = self
+            .routes
             .iter()
             .find(|(net, _)| net.contains(&address))
+            .map(|(net, _)| *net);
+        self.routes
+            .iter()
+            .filter(move |(net, _)| Some(*net) == best)
             .map(|(_, peer)| *peer)
     }
 }
@@ -45,25 +55,31 @@ mod tests {
         text.parse().expect("a test CIDR")
     }
 
+    fn owners(table: &AllowedIps, last: u8) -> Vec<PeerId> {
+        table.lookup(Ipv4Addr::new(10, 42, 0, last)).collect()
+    }
+
     #[test]
-    fn the_longest_prefix_wins_and_a_later_owner_replaces_an_earlier_one() {
+    fn the_longest_prefix_wins_and_shared_prefixes_list_every_owner() {
         let mut table = AllowedIps::default();
         table.insert(net("10.42.0.0/24"), PeerId(1));
         table.insert(net("10.42.0.7/32"), PeerId(2));
-        assert_eq!(table.lookup(Ipv4Addr::new(10, 42, 0, 7)), Some(PeerId(2)));
-        assert_eq!(table.lookup(Ipv4Addr::new(10, 42, 0, 8)), Some(PeerId(1)));
-        assert_eq!(table.lookup(Ipv4Addr::new(10, 43, 0, 1)), None);
+        assert_eq!(owners(&table, 7), vec![PeerId(2)]);
+        assert_eq!(owners(&table, 8), vec![PeerId(1)]);
+        assert_eq!(table.lookup(Ipv4Addr::new(10, 43, 0, 1)).count(), 0);
 
         table.insert(net("10.42.0.7/32"), PeerId(3));
-        assert_eq!(table.lookup(Ipv4Addr::new(10, 42, 0, 7)), Some(PeerId(3)));
+        table.insert(net("10.42.0.7/32"), PeerId(3));
+        assert_eq!(owners(&table, 7), vec![PeerId(2), PeerId(3)]);
         table.remove_peer(PeerId(3));
-        assert_eq!(table.lookup(Ipv4Addr::new(10, 42, 0, 7)), Some(PeerId(1)));
+        table.remove_peer(PeerId(2));
+        assert_eq!(owners(&table, 7), vec![PeerId(1)]);
     }
 
     #[test]
     fn host_bits_in_a_prefix_are_ignored() {
         let mut table = AllowedIps::default();
         table.insert(net("10.42.0.9/24"), PeerId(1));
-        assert_eq!(table.lookup(Ipv4Addr::new(10, 42, 0, 200)), Some(PeerId(1)));
+        assert_eq!(owners(&table, 200), vec![PeerId(1)]);
     }
 }

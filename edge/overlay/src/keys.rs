@@ -33,7 +33,16 @@ impl PrivateKey {
     }
 
     pub fn from_base64(text: &str) -> Result<Self, KeyError> {
-        decode(text).map(|bytes| Self(x25519::StaticSecret::from(bytes)))
+        decode(text).map(Self::from_bytes)
+    }
+
+    /// From raw scalar bytes (clamped when used, as X25519 does).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(x25519::StaticSecret::from(bytes))
+    }
+
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
     }
 
     /// The form `wg` reads: a secret, so only for state files and wg-quick output.

@@ -99,6 +99,31 @@ struct Peer {
     config: PeerConfig,
     tunn: Tunn,
     endpoint: Option<SocketAddr>,
+    /// When a packet from it last authenticated: of two peers that own one address, the
+    /// fresher gets the traffic.
+    last_authenticated: Option<Instant>,
+}
+
+impl Peer {
+    /// A genuine packet came from `from`: the endpoint roams there.
+    fn authenticated(&mut self, from: SocketAddr, now: Instant) {
+        self.endpoint = Some(from);
+        self.last_authenticated = Some(now);
+    }
+}
+
+/// Of the peers owning the longest prefix for `address`, the one that authenticated last (the
+/// newest added while none has).
+fn best_route(
+    routes: &AllowedIps,
+    peers: &BTreeMap<PeerId, Peer>,
+    address: Ipv4Addr,
+) -> Option<PeerId> {
+    routes
+        .lookup(address)
+        .filter_map(|id| peers.get(&id).map(|peer| (peer.last_authenticated, id)))
+        .max()
+        .map(|(_, id)| id)
 }
 
 pub struct Router {
@@ -182,6 +207,7 @@ impl Router {
             id,
             Peer {
                 endpoint: config.endpoint,
+                last_authenticated: None,
                 config,
                 tunn,
             },
@@ -220,7 +246,7 @@ impl Router {
 
     /// The peer that carries packets for `address`, if any.
     pub fn route(&self, address: Ipv4Addr) -> Option<PublicKey> {
-        let id = self.routes.lookup(address)?;
+        let id = best_route(&self.routes, &self.peers, address)?;
         self.peers.get(&id).map(|peer| peer.config.public_key)
     }
 
@@ -278,7 +304,7 @@ impl Router {
             // A keepalive, or a cookie reply taken in: only the first is proof of the peer.
             TunnResult::Done => {
                 if !is_cookie_reply(datagram) {
-                    peer.endpoint = Some(from);
+                    peer.authenticated(from, now);
                 }
             }
             TunnResult::Err(error) => {
@@ -289,7 +315,7 @@ impl Router {
                 // A cookie reply is sent before anything is authenticated; anything else
                 // (a handshake response, queued data) means the datagram was genuine.
                 if !is_cookie_reply(reply) {
-                    peer.endpoint = Some(from);
+                    peer.authenticated(from, now);
                 }
                 sink.to_network(from, reply);
                 // Packets queued while the handshake ran go out now.
@@ -309,7 +335,7 @@ impl Router {
                     self.drops.spoofed += 1;
                     return;
                 }
-                peer.endpoint = Some(from);
+                peer.authenticated(from, now);
                 let length = packet.len();
                 self.forward(id, length, sink);
             }
@@ -329,7 +355,7 @@ impl Router {
             sink.to_local(packet);
             return;
         }
-        match self.routes.lookup(destination) {
+        match best_route(&self.routes, &self.peers, destination) {
             // Never back where it came from: that would loop between two routers.
             Some(to) if to != from => {
                 Self::encapsulate_to(
@@ -355,7 +381,7 @@ impl Router {
             sink.to_local(packet);
             return;
         }
-        let Some(to) = self.routes.lookup(destination) else {
+        let Some(to) = best_route(&self.routes, &self.peers, destination) else {
             self.drops.no_route += 1;
             return;
         };
