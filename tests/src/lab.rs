@@ -167,8 +167,10 @@ impl Drop for Lab {
 
 /// One node: its namespace, state directory and (when running) its agent.
 pub struct Node<'a> {
-    pub lab: &'a Lab,
-    pub index: usize,
+    /// The network namespace it runs in.
+    pub ns: String,
+    /// Its address on the underlay, where `--public-addr` points.
+    pub host: String,
     pub name: &'static str,
     pub dir: &'a Path,
     pub agent: Option<Proc>,
@@ -177,8 +179,19 @@ pub struct Node<'a> {
 impl<'a> Node<'a> {
     /// A node whose config file gets `extra` appended (sections such as `[cluster]`).
     pub fn new(
-        lab: &'a Lab,
+        lab: &Lab,
         index: usize,
+        name: &'static str,
+        dir: &'a Path,
+        extra: &str,
+    ) -> Node<'a> {
+        Node::at(lab.ns(index), lab.addr(index), name, dir, extra)
+    }
+
+    /// A node in namespace `ns` at underlay address `host`.
+    pub fn at(
+        ns: String,
+        host: String,
         name: &'static str,
         dir: &'a Path,
         extra: &str,
@@ -190,8 +203,8 @@ impl<'a> Node<'a> {
         );
         std::fs::write(dir.join("config.toml"), config).expect("config");
         Node {
-            lab,
-            index,
+            ns,
+            host,
             name,
             dir,
             agent: None,
@@ -199,7 +212,7 @@ impl<'a> Node<'a> {
     }
 
     pub fn public_addr(&self) -> String {
-        format!("{}:7300", self.lab.addr(self.index))
+        format!("{}:7300", self.host)
     }
 
     pub fn state(&self) -> String {
@@ -213,7 +226,7 @@ impl<'a> Node<'a> {
     /// Runs a `constella` command inside this node's namespace.
     pub fn command(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.lab.ns(self.index)])
+            .args(["netns", "exec", &self.ns])
             .arg(constella())
             .args(args)
             .output()
@@ -244,8 +257,25 @@ impl<'a> Node<'a> {
         bot_token: Option<&str>,
         priority: u32,
     ) -> (bool, String) {
-        let (addr, state, priority) = (self.public_addr(), self.state(), priority.to_string());
-        let mut args = vec![verb, "--name", self.name, "--public-addr", &addr];
+        let addr = self.public_addr();
+        self.enroll_with(
+            verb,
+            &[&extra[..], &["--public-addr", &addr]].concat(),
+            bot_token,
+            priority,
+        )
+    }
+
+    /// `init` or `join` with this node's name and state directory and the given arguments.
+    pub fn enroll_with(
+        &self,
+        verb: &str,
+        extra: &[&str],
+        bot_token: Option<&str>,
+        priority: u32,
+    ) -> (bool, String) {
+        let (state, priority) = (self.state(), priority.to_string());
+        let mut args = vec![verb, "--name", self.name];
         args.extend(extra);
         args.extend(["--priority", &priority, "--state-dir", &state]);
         if let Some(token) = bot_token {
@@ -255,7 +285,7 @@ impl<'a> Node<'a> {
     }
 
     pub fn start(&mut self) {
-        let ns = self.lab.ns(self.index);
+        let ns = self.ns.clone();
         let exe = constella().display().to_string();
         let config = self.config();
         let agent = Proc::spawn(
@@ -278,15 +308,7 @@ impl<'a> Node<'a> {
     pub fn api(&self, method: &str, path: &str) -> Value {
         let token = std::fs::read_to_string(self.dir.join("state/api-token")).expect("token");
         let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.lab.ns(self.index),
-                "curl",
-                "-s",
-                "-m",
-                "20",
-            ])
+            .args(["netns", "exec", &self.ns, "curl", "-s", "-m", "20"])
             .args([
                 "-X",
                 method,

@@ -5,6 +5,7 @@
 //! generous deadline; nothing sleeps to synchronise.
 
 pub mod lab;
+pub mod nat;
 pub mod telegram;
 
 use std::io::{BufRead as _, BufReader};

@@ -241,15 +241,7 @@ fn post_envelope(node: &Node, addr: &str, bytes: &[u8]) -> u16 {
     let file = node.dir.join("envelope.bin");
     std::fs::write(&file, bytes).expect("write envelope");
     let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &node.lab.ns(node.index),
-            "curl",
-            "-s",
-            "-m",
-            "10",
-        ])
+        .args(["netns", "exec", &node.ns, "curl", "-s", "-m", "10"])
         .args(["-o", "/dev/null", "-w", "%{http_code}", "--data-binary"])
         .arg(format!("@{}", file.display()))
         .arg(format!("http://{addr}/cluster/v1/message"))

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
+use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -38,7 +39,7 @@ impl Agent {
         )?;
         let router_cell: Arc<OnceLock<axum::Router>> = Arc::default();
         let local = local_call(router_cell.clone(), token.clone());
-        let cluster = if cluster::exists(&config.state_dir) {
+        let mut cluster = if cluster::exists(&config.state_dir) {
             Some(cluster::start(&config.state_dir, config.cluster.clone(), local.clone()).await?)
         } else {
             None
@@ -52,10 +53,24 @@ impl Agent {
             cluster.as_ref().map(|c| c.handle.clone()),
         )
         .await?;
-        let _ = router_cell.set(router);
         let mut tasks: Vec<JoinHandle<()>> =
             runners.into_iter().map(|r| tokio::spawn(r.run())).collect();
         tasks.push(tokio::spawn(serve));
+        if let Some((overlay, overlay_tasks)) = cluster.as_mut().and_then(|c| c.overlay.take()) {
+            tasks.extend(overlay_tasks.into_iter().map(tokio::spawn));
+            let listener = overlay.listen(api_addr.port()).with_context(|| {
+                format!(
+                    "Failed to serve the API on the overlay, port {}",
+                    api_addr.port()
+                )
+            })?;
+            tracing::info!(api = %listener.local_addr(), "API on the overlay");
+            tasks.push(tokio::spawn(api::serve_on_overlay(
+                listener,
+                router.clone(),
+            )));
+        }
+        let _ = router_cell.set(router);
         let cluster_listen = cluster.map(|started| {
             tasks.push(tokio::spawn(started.serve));
             tasks.push(tokio::spawn(started.run));

@@ -91,9 +91,10 @@ pub(crate) struct NodeArgs {
     /// This node's name, unique in the network.
     #[arg(long, env = "SERVER_NAME")]
     name: String,
-    /// HOST:PORT where the other nodes reach this one.
+    /// HOST:PORT where the other nodes reach this one (a hub: its public host; its clients
+    /// send WireGuard to HOST:VPN_LISTEN_PORT). A joiner on the overlay needs none.
     #[arg(long, env = "PUBLIC_ADDR")]
-    public_addr: String,
+    public_addr: Option<String>,
     /// IP:PORT the cluster listener binds [default: 0.0.0.0 and the public port].
     #[arg(long, env = "LISTEN_ADDR")]
     listen: Option<String>,
@@ -106,6 +107,39 @@ pub(crate) struct NodeArgs {
     /// State directory.
     #[arg(long, env = "STATE_DIR", default_value = config::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+    #[command(flatten)]
+    vpn: VpnArgs,
+}
+
+/// The WireGuard overlay's settings, named as in the reference deployment.
+#[derive(Args)]
+pub(crate) struct VpnArgs {
+    /// none, hub (the network's public relay, made by `init`) or client [default: none for
+    /// `init`; client for `join` when the invite names a hub].
+    #[arg(long, env = "VPN_MODE", value_enum)]
+    vpn_mode: Option<cluster::VpnMode>,
+    /// The name `constella wg show` gives the interface.
+    #[arg(long, env = "VPN_INTERFACE_NAME", default_value = "wg0")]
+    vpn_interface_name: String,
+    /// The overlay's network (hub).
+    #[arg(long, env = "VPN_CIDR", default_value = "10.42.0.0/24")]
+    vpn_cidr: ipnet::Ipv4Net,
+    /// The hub's public UDP port.
+    #[arg(long, env = "VPN_LISTEN_PORT", default_value_t = 51820)]
+    vpn_listen_port: u16,
+    /// The hub's HOST:PORT as this node reaches it [default: from the invite].
+    #[arg(long, env = "VPN_HUB_ENDPOINT")]
+    vpn_hub_endpoint: Option<String>,
+    /// The hub's WireGuard public key, base64 [default: from the invite].
+    #[arg(long, env = "VPN_HUB_PUBLIC_KEY")]
+    vpn_hub_public_key: Option<String>,
+    /// This node's overlay address [default: the hub takes the CIDR's first; a joiner the
+    /// one its invite holds].
+    #[arg(long, env = "VPN_ADDRESS")]
+    vpn_address: Option<std::net::Ipv4Addr>,
+    /// What a client sends through the hub [default: the whole overlay network].
+    #[arg(long, env = "VPN_ALLOWED_IPS", value_delimiter = ',')]
+    vpn_allowed_ips: Option<Vec<ipnet::Ipv4Net>>,
 }
 
 #[derive(Args)]
@@ -413,6 +447,16 @@ impl NodeArgs {
             bot_token: self.bot_token,
             priority: self.priority,
             state_dir: self.state_dir,
+            overlay: cluster::OverlayOptions {
+                mode: self.vpn.vpn_mode,
+                interface: self.vpn.vpn_interface_name,
+                cidr: self.vpn.vpn_cidr,
+                listen_port: self.vpn.vpn_listen_port,
+                hub_endpoint: self.vpn.vpn_hub_endpoint,
+                hub_public_key: self.vpn.vpn_hub_public_key,
+                address: self.vpn.vpn_address,
+                allowed_ips: self.vpn.vpn_allowed_ips,
+            },
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Serving HTTP on a TCP listener within limits, for the API and the cluster listener alike: a
+//! Serving HTTP on a TCP listener (the kernel's, or one inside the WireGuard overlay) within
+//! limits, for the API and the cluster listener alike: a
 //! cap on open connections per listener and per source address (a connection over either is
 //! closed at once), and a header timeout that also closes idle keep-alive connections, so
 //! neither a flood of idle sockets nor slow senders can use up the process's file descriptors.
@@ -6,14 +7,15 @@
 //! cluster listener screens each message's header first and reads its body against a deadline.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::throttle::Throttle;
 
@@ -37,8 +39,32 @@ const MAX_HEAD: usize = 16 << 10;
 // hyper refuses (panics on) a buffer under 8 KiB.
 const _: () = assert!(MAX_HEAD >= 8192);
 
+/// A source of connections: the kernel's TCP listener or the overlay's.
+pub(crate) trait Accept: Send + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+
+    async fn accept(&self) -> io::Result<(Self::Io, SocketAddr)> {
+        let (stream, peer) = tokio::net::TcpListener::accept(self).await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
+    }
+}
+
+impl Accept for constella_overlay::TcpListener {
+    type Io = constella_overlay::TcpStream;
+
+    async fn accept(&self) -> io::Result<(Self::Io, SocketAddr)> {
+        constella_overlay::TcpListener::accept(self).await
+    }
+}
+
 /// Serves `app` on `listener` within `limits` until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, name: &'static str) {
+pub(crate) async fn serve(listener: impl Accept, app: Router, limits: Limits, name: &'static str) {
     let slots = Slots::new(limits);
     let throttle = Throttle::default();
     loop {
@@ -59,7 +85,6 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, na
             drop(stream);
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
             let _slot = slot;

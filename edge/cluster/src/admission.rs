@@ -10,7 +10,7 @@ use crate::envelope::NetworkId;
 use crate::identity::NodeId;
 use crate::invite;
 use crate::lease;
-use crate::shared::{PeerInfo, Shared};
+use crate::shared::{Invite, PeerInfo, Shared};
 use crate::wire::{self, Hello, JoinRequest, Refusal};
 
 /// How long after its expiry a used invite still answers the key that used it, for a joiner
@@ -82,6 +82,7 @@ pub fn check(
     }
     if !admitted {
         name_free(shared, id, &hello.name)?;
+        overlay_fits(shared, record, id, &hello)?;
     }
     Ok(CheckedJoin {
         invite_id: request.invite_id,
@@ -91,6 +92,55 @@ pub fn check(
         ephemeral: request.ephemeral,
         admitted,
     })
+}
+
+/// In a network with an overlay the invite holds an address for its joiner: the joiner must
+/// take exactly that one, as a client, with its cluster address on it, and nobody else may
+/// have it meanwhile.
+fn overlay_fits(
+    shared: &Shared,
+    record: &Invite,
+    id: NodeId,
+    hello: &Hello,
+) -> Result<(), Refusal> {
+    let bad = |reason: String| Err(Refusal::BadOverlay(reason));
+    match (&record.enrollment, &hello.overlay) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => bad("the invite holds no overlay address".into()),
+        (Some(held), None) => bad(format!(
+            "the invite is for overlay address {}",
+            held.address
+        )),
+        (Some(held), Some(asked)) => {
+            if asked.address != held.address {
+                return bad(format!(
+                    "the invite is for overlay address {}",
+                    held.address
+                ));
+            }
+            if asked.hub.is_some() {
+                return bad("a node joins the overlay as a client".into());
+            }
+            let host = hello.addr.rsplit_once(':').map(|(host, _)| host);
+            if host != Some(held.address.to_string().as_str()) {
+                return bad(format!("the cluster address must be on {}", held.address));
+            }
+            let taken = shared.peers.iter().any(|(other, peer)| {
+                *other != id
+                    && peer
+                        .overlay
+                        .as_ref()
+                        .is_some_and(|o| o.address == held.address)
+            });
+            if taken {
+                return bad(format!(
+                    "{} is already taken; ask for a new invite",
+                    held.address
+                ));
+            }
+            Ok(())
+        }
+    }
 }
 
 /// What to do with a checked join once `granted` members confirmed it and `refused` said it
@@ -135,6 +185,7 @@ pub fn admit(shared: &mut Shared, checked: &CheckedJoin) {
             public_key: hello.public_key,
             priority: hello.priority,
             bot: hello.bot,
+            overlay: hello.overlay.clone(),
         },
     );
     mark_used(shared, &checked.invite_id, checked.id);
@@ -222,6 +273,7 @@ mod tests {
                 sealed_key: invite::seal(&NETWORK_KEY, &key),
                 expires_at,
                 used_by: None,
+                enrollment: None,
             },
         );
         (shared, id, key)
@@ -234,23 +286,32 @@ mod tests {
             public_key: key.public(),
             priority: 1,
             bot: false,
+            overlay: None,
         }
     }
 
-    fn request(invite_id: &str, key: &[u8; 32], joiner: &NodeKey, name: &str) -> Vec<u8> {
-        let ephemeral = [5u8; 32];
-        let hello = Hello {
+    fn hello(joiner: &NodeKey, name: &str) -> Hello {
+        Hello {
             name: name.into(),
             addr: "10.0.0.2:7300".into(),
             public_key: joiner.public(),
             priority: 2,
             bot: false,
-        };
+            overlay: None,
+        }
+    }
+
+    fn request(invite_id: &str, key: &[u8; 32], joiner: &NodeKey, name: &str) -> Vec<u8> {
+        sealed_request(invite_id, key, &hello(joiner, name))
+    }
+
+    fn sealed_request(invite_id: &str, key: &[u8; 32], hello: &Hello) -> Vec<u8> {
+        let ephemeral = [5u8; 32];
         wire::encode(&JoinRequest {
             network: NETWORK.0,
             invite_id: invite_id.into(),
             ephemeral,
-            sealed: invite::seal(&invite::request_key(key, &ephemeral), &wire::encode(&hello)),
+            sealed: invite::seal(&invite::request_key(key, &ephemeral), &wire::encode(hello)),
         })
     }
 
@@ -275,6 +336,78 @@ mod tests {
         let again = check_at(&request(&id, &key, &joiner, "beta"), &shared).expect("again");
         assert!(again.admitted);
         assert_eq!(decide(&again, &shared, 0, 0), Decision::Welcome);
+    }
+
+    #[test]
+    fn an_overlay_invite_admits_only_a_client_on_the_address_it_holds() {
+        let (mut shared, id, key) = network(NOW + 900);
+        let held = std::net::Ipv4Addr::new(10, 42, 0, 5);
+        if let Some(invite) = shared.invites.get_mut(&id) {
+            invite.enrollment = Some(crate::shared::Enrollment {
+                public_key: [7; 32],
+                address: held,
+            });
+        }
+        let joiner = NodeKey::generate();
+        let on = |address: std::net::Ipv4Addr, addr: &str, hub: bool| {
+            let mut hello = hello(&joiner, "beta");
+            hello.addr = addr.into();
+            hello.overlay = Some(crate::shared::OverlayInfo {
+                public_key: [8; 32],
+                address,
+                hub: hub.then(|| crate::shared::HubInfo {
+                    endpoint: "203.0.113.1:51820".into(),
+                    prefix_len: 24,
+                }),
+            });
+            sealed_request(&id, &key, &hello)
+        };
+        let refused = |bytes: Vec<u8>, shared: &Shared| {
+            matches!(check_at(&bytes, shared), Err(Refusal::BadOverlay(_)))
+        };
+        assert!(
+            refused(request(&id, &key, &joiner, "beta"), &shared),
+            "no overlay at all"
+        );
+        assert!(
+            refused(on(held, "10.0.0.2:7300", false), &shared),
+            "cluster address elsewhere"
+        );
+        assert!(refused(
+            on(
+                std::net::Ipv4Addr::new(10, 42, 0, 6),
+                "10.42.0.6:7300",
+                false
+            ),
+            &shared
+        ));
+        assert!(
+            refused(on(held, "10.42.0.5:7300", true), &shared),
+            "claims to be a hub"
+        );
+
+        // Someone else got the address meanwhile (two invites raced for it).
+        let squatter = NodeKey::generate();
+        let mut info = peer(&squatter, "gamma");
+        info.overlay = Some(crate::shared::OverlayInfo {
+            public_key: [9; 32],
+            address: held,
+            hub: None,
+        });
+        shared.peers.insert(squatter.id(), info);
+        assert!(
+            refused(on(held, "10.42.0.5:7300", false), &shared),
+            "address taken"
+        );
+        shared.peers.remove(&squatter.id());
+
+        let checked = check_at(&on(held, "10.42.0.5:7300", false), &shared).expect("fits");
+        admit(&mut shared, &checked);
+        let overlay = shared.peers[&joiner.id()]
+            .overlay
+            .clone()
+            .expect("admitted on the overlay");
+        assert_eq!(overlay.address, held);
     }
 
     #[test]

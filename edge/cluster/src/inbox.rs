@@ -210,6 +210,7 @@ mod tests {
             public_key: key.public(),
             priority: 1,
             bot: false,
+            overlay: None,
         }
     }
 

@@ -10,7 +10,14 @@
 //! only a member can read it. The reply is sealed under a key derived from an X25519 exchange
 //! with the seed's ephemeral key *and* the invite key, so an eavesdropper learns nothing (not
 //! even with the token later) and a fake seed without the invite key cannot answer.
+//!
+//! In a network with a WireGuard overlay the link also names a hub (`hub=HOST:PORT`, its key
+//! `hubkey=`) and the address the invite holds (`addr=IP/PREFIX`), and the seed is a member's
+//! overlay address: the joiner enters the overlay with a WireGuard key derived from the invite
+//! key (`enrollment_secret`), which the hubs accept until the invite is used or expires, and
+//! sends its join request inside the tunnel. No cluster port has to face the internet.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -32,6 +39,16 @@ pub struct Link {
     pub network: NetworkId,
     pub token: [u8; 16],
     pub ttl: Duration,
+    pub overlay: Option<LinkOverlay>,
+}
+
+/// The overlay part of a link: how the joiner reaches a hub, and its address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkOverlay {
+    pub hub_endpoint: String,
+    pub hub_public_key: [u8; 32],
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
 }
 
 impl Link {
@@ -47,6 +64,7 @@ impl Link {
             bail!("the join link's seed must be HOST:PORT, got {seed:?}");
         }
         let (mut network, mut token, mut ttl) = (None, None, None);
+        let (mut hub, mut hub_key, mut address) = (None, None, None);
         for pair in query.split('&') {
             match pair.split_once('=') {
                 Some(("net", v)) => {
@@ -58,14 +76,35 @@ impl Link {
                     token = Some(t);
                 }
                 Some(("ttl", v)) => ttl = Some(parse_ttl(v)?),
+                Some(("hub", v)) if v.contains(':') => hub = Some(v.to_string()),
+                Some(("hub", v)) => bail!("hub= must be HOST:PORT, got {v:?}"),
+                Some(("hubkey", v)) => {
+                    let mut k = [0u8; 32];
+                    hex::decode_to_slice(v, &mut k).context("hubkey= is not a WireGuard key")?;
+                    hub_key = Some(k);
+                }
+                Some(("addr", v)) => address = Some(parse_address(v)?),
                 _ => bail!("unknown part {pair:?} in the join link"),
             }
         }
+        let overlay = match (hub, hub_key, address) {
+            (None, None, None) => None,
+            (Some(hub_endpoint), Some(hub_public_key), Some((address, prefix_len))) => {
+                Some(LinkOverlay {
+                    hub_endpoint,
+                    hub_public_key,
+                    address,
+                    prefix_len,
+                })
+            }
+            _ => bail!("the join link's overlay part needs all of hub=, hubkey= and addr="),
+        };
         Ok(Link {
             seed: seed.to_string(),
             network: network.context("the join link has no net=")?,
             token: token.context("the join link has no token=")?,
             ttl: ttl.unwrap_or(DEFAULT_TTL),
+            overlay,
         })
     }
 }
@@ -79,8 +118,37 @@ impl std::fmt::Display for Link {
             self.network,
             hex::encode(self.token),
             self.ttl.as_secs()
-        )
+        )?;
+        if let Some(overlay) = &self.overlay {
+            write!(
+                f,
+                "&hub={}&hubkey={}&addr={}/{}",
+                overlay.hub_endpoint,
+                hex::encode(overlay.hub_public_key),
+                overlay.address,
+                overlay.prefix_len
+            )?;
+        }
+        Ok(())
     }
+}
+
+fn parse_address(text: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
+    let parsed = text.split_once('/').and_then(|(ip, prefix)| {
+        let ip: Ipv4Addr = ip.parse().ok()?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| (8..=30).contains(p))?;
+        Some((ip, prefix))
+    });
+    parsed.with_context(|| {
+        format!("addr= must be an IPv4 address with a prefix such as 10.42.0.5/24, got {text:?}")
+    })
+}
+
+/// The WireGuard private key (raw X25519 scalar bytes) a joiner uses to enter the overlay
+/// before it is a member: derived from the invite key, so the joiner (from the token) and every
+/// member (by unsealing) know it and nobody else does. Dead once the invite is used.
+pub fn enrollment_secret(invite_key: &[u8; 32]) -> [u8; 32] {
+    derive(invite_key, b"constella invite wireguard key")
 }
 
 /// Parses an invite lifetime such as `15m`, `900s` or `7d`: at least a second, at most 7 days.
@@ -170,11 +238,26 @@ mod tests {
             network: NetworkId([0xab; 16]),
             token: [3; 16],
             ttl: Duration::from_secs(900),
+            overlay: None,
         };
         let text = link.to_string();
         assert!(text.starts_with("join://203.0.113.5:7300?net=abab"));
         assert!(text.ends_with("&ttl=900s"));
         assert_eq!(Link::parse(&text).expect("parses"), link);
+        let with_overlay = Link {
+            seed: "10.42.0.1:7300".into(),
+            overlay: Some(LinkOverlay {
+                hub_endpoint: "hub.example.org:51820".into(),
+                hub_public_key: [0xcd; 32],
+                address: Ipv4Addr::new(10, 42, 0, 7),
+                prefix_len: 24,
+            }),
+            ..link
+        };
+        let text = with_overlay.to_string();
+        assert!(text.contains("&hub=hub.example.org:51820&hubkey=cdcd"));
+        assert!(text.ends_with("&addr=10.42.0.7/24"));
+        assert_eq!(Link::parse(&text).expect("parses"), with_overlay);
         for (bad, why) in [
             ("http://x:1?net=00", "starts with join://"),
             ("join://x:1", "?net="),
@@ -182,6 +265,18 @@ mod tests {
             (
                 "join://x:1?token=00000000000000000000000000000000",
                 "no net=",
+            ),
+            (
+                "join://x:1?net=00000000000000000000000000000000&hub=h:1",
+                "all of hub=",
+            ),
+            (
+                "join://x:1?net=00000000000000000000000000000000&addr=10.42.0.7",
+                "with a prefix",
+            ),
+            (
+                "join://x:1?net=00000000000000000000000000000000&hubkey=12",
+                "not a WireGuard key",
             ),
         ] {
             let err = format!("{:#}", Link::parse(bad).expect_err(bad));

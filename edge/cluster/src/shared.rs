@@ -4,6 +4,7 @@
 //! delivery, with any duplication, converges.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,37 @@ pub struct PeerInfo {
     pub public_key: PublicKey,
     pub priority: u32,
     pub bot: bool,
+    /// Its place in the WireGuard overlay, when the network has one.
+    pub overlay: Option<OverlayInfo>,
+}
+
+/// A member's place in the WireGuard overlay.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OverlayInfo {
+    /// Its WireGuard static public key.
+    pub public_key: [u8; 32],
+    /// Its overlay address; its cluster address is on it.
+    pub address: Ipv4Addr,
+    /// Present on a hub: where clients send their datagrams.
+    pub hub: Option<HubInfo>,
+}
+
+/// What clients need to know of a hub.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HubInfo {
+    /// The hub's public UDP endpoint, HOST:PORT.
+    pub endpoint: String,
+    /// The overlay's prefix length; the network is the hub's address under it.
+    pub prefix_len: u8,
+}
+
+/// The overlay place an invite holds for its joiner: the address it will have, and the public
+/// half of the WireGuard key derived from the invite key, which the hubs accept until the invite
+/// is used or expires so the joiner can reach a member through the tunnel.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub public_key: [u8; 32],
+    pub address: Ipv4Addr,
 }
 
 /// An invite: its key sealed under the network key, its expiry (unix seconds) and the key of
@@ -35,6 +67,7 @@ pub struct Invite {
     pub sealed_key: Vec<u8>,
     pub expires_at: u64,
     pub used_by: Option<NodeId>,
+    pub enrollment: Option<Enrollment>,
 }
 
 impl Shared {
@@ -42,7 +75,7 @@ impl Shared {
     /// whatever order states arrive in and however often:
     /// - removals are a grow-only set, and a removed node is dropped from the peers;
     /// - peers are a union; two entries for one node id (which only a changed address or
-    ///   priority could give) resolve to the greater by (name, addr, priority, bot);
+    ///   priority could give) resolve to the greater by (name, addr, priority, bot, overlay);
     /// - the lease record with the higher epoch wins; at one epoch a release (no holder) wins,
     ///   then the smaller holder id; the bot offset only grows;
     /// - invites are a union; once used an invite stays used, and two redemptions resolve to the
@@ -73,9 +106,11 @@ impl Shared {
                 .invites
                 .entry(id.clone())
                 .or_insert_with(|| invite.clone());
-            if (invite.expires_at, &invite.sealed_key) > (entry.expires_at, &entry.sealed_key) {
+            let rank = |i: &Invite| (i.expires_at, i.sealed_key.clone(), i.enrollment.clone());
+            if rank(invite) > rank(entry) {
                 entry.expires_at = invite.expires_at;
                 entry.sealed_key.clone_from(&invite.sealed_key);
+                entry.enrollment.clone_from(&invite.enrollment);
             }
             let replace = match (&entry.used_by, &invite.used_by) {
                 (None, Some(_)) => true,
@@ -103,6 +138,39 @@ impl Shared {
             .retain(|_, i| i.expires_at.saturating_add(86_400) > unix_now);
     }
 
+    /// The hub clients use: the first by node id (any hub relays for all; one is enough).
+    pub fn hub(&self) -> Option<(NodeId, &OverlayInfo, &HubInfo)> {
+        self.peers.iter().find_map(|(id, peer)| {
+            let overlay = peer.overlay.as_ref()?;
+            let hub = overlay.hub.as_ref()?;
+            Some((*id, overlay, hub))
+        })
+    }
+
+    /// The lowest overlay address no member has and no live invite holds, in the hub's
+    /// network (its network and broadcast addresses excluded).
+    pub fn free_overlay_address(&self, unix_now: u64) -> Option<Ipv4Addr> {
+        let (_, overlay, hub) = self.hub()?;
+        let host_bits = 32 - u32::from(hub.prefix_len.min(30));
+        let network = u32::from(overlay.address) >> host_bits << host_bits;
+        let taken: BTreeSet<Ipv4Addr> = self
+            .peers
+            .values()
+            .filter_map(|p| p.overlay.as_ref().map(|o| o.address))
+            .chain(self.invites.values().filter_map(|invite| {
+                let live = invite.used_by.is_none() && invite.expires_at > unix_now;
+                invite
+                    .enrollment
+                    .as_ref()
+                    .filter(|_| live)
+                    .map(|e| e.address)
+            }))
+            .collect();
+        (1..(1u32 << host_bits) - 1)
+            .map(|host| Ipv4Addr::from(network | host))
+            .find(|address| !taken.contains(address))
+    }
+
     /// The node a name stands for (names compare without regard to case): the smaller node id
     /// if two share it.
     pub fn peer_by_name(&self, name: &str) -> Option<(NodeId, &PeerInfo)> {
@@ -114,8 +182,8 @@ impl Shared {
 }
 
 /// The order in which two entries for one node id resolve.
-fn peer_rank(p: &PeerInfo) -> (&str, &str, u32, bool) {
-    (&p.name, &p.addr, p.priority, p.bot)
+fn peer_rank(p: &PeerInfo) -> (&str, &str, u32, bool, &Option<OverlayInfo>) {
+    (&p.name, &p.addr, p.priority, p.bot, &p.overlay)
 }
 
 /// The order in which two lease records resolve: higher epoch, then no holder (a release), then
@@ -150,6 +218,12 @@ mod tests {
                     public_key: key.public(),
                     priority,
                     bot,
+                    // Some entries on the overlay, so the merge meets both kinds.
+                    overlay: (addr % 2 == 1).then(|| OverlayInfo {
+                        public_key: [addr; 32],
+                        address: Ipv4Addr::new(10, 42, 0, addr),
+                        hub: None,
+                    }),
                 };
                 (key.id(), info)
             },
@@ -163,6 +237,10 @@ mod tests {
                     sealed_key: vec![key; 4],
                     expires_at: 1_000 + expiry,
                     used_by: used_by.map(|n| keys()[usize::from(n)].id()),
+                    enrollment: (expiry % 2 == 1).then(|| Enrollment {
+                        public_key: [key; 32],
+                        address: Ipv4Addr::new(10, 42, 0, key),
+                    }),
                 };
                 (format!("invite-{id}"), invite)
             },
@@ -266,6 +344,47 @@ mod tests {
     }
 
     #[test]
+    fn a_free_overlay_address_skips_members_and_live_invites_only() {
+        let key = |n: usize| &keys()[n];
+        let on = |n: usize, last: u8, hub: bool| PeerInfo {
+            name: format!("n{n}"),
+            addr: format!("10.42.0.{last}:7300"),
+            public_key: key(n).public(),
+            priority: 1,
+            bot: false,
+            overlay: Some(OverlayInfo {
+                public_key: [last; 32],
+                address: Ipv4Addr::new(10, 42, 0, last),
+                hub: hub.then(|| HubInfo {
+                    endpoint: "203.0.113.1:51820".into(),
+                    prefix_len: 24,
+                }),
+            }),
+        };
+        let mut shared = Shared::default();
+        assert_eq!(shared.free_overlay_address(10), None, "no hub, no overlay");
+        shared.peers.insert(key(0).id(), on(0, 1, true));
+        shared.peers.insert(key(1).id(), on(1, 2, false));
+        let held = |last: u8, expires_at: u64, used: bool| Invite {
+            sealed_key: vec![last],
+            expires_at,
+            used_by: used.then(|| key(1).id()),
+            enrollment: Some(Enrollment {
+                public_key: [last; 32],
+                address: Ipv4Addr::new(10, 42, 0, last),
+            }),
+        };
+        shared.invites.insert("live".into(), held(3, 100, false));
+        shared.invites.insert("expired".into(), held(4, 5, false));
+        shared.invites.insert("used".into(), held(5, 100, true));
+        assert_eq!(
+            shared.free_overlay_address(10),
+            Some(Ipv4Addr::new(10, 42, 0, 4))
+        );
+        assert_eq!(shared.hub().map(|(id, _, _)| id), Some(key(0).id()));
+    }
+
+    #[test]
     fn removals_win_and_used_invites_stay_used() {
         let key = &keys()[0];
         let mut a = Shared::default();
@@ -277,6 +396,7 @@ mod tests {
                 public_key: key.public(),
                 priority: 1,
                 bot: false,
+                overlay: None,
             },
         );
         let mut b = Shared::default();
@@ -287,6 +407,7 @@ mod tests {
             sealed_key: vec![1],
             expires_at: 5,
             used_by,
+            enrollment: None,
         };
         let (small, large) = (NodeId([1; 16]), NodeId([2; 16]));
         let mut c = Shared::default();

@@ -171,6 +171,7 @@ mod tests {
             public_key: key.public(),
             priority,
             bot,
+            overlay: None,
         };
         (key.id(), info)
     }

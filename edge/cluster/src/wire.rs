@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::{NodeId, PublicKey};
 use crate::lease;
-use crate::shared::Shared;
+use crate::shared::{OverlayInfo, Shared};
 
 /// What one node asks another.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -176,6 +176,8 @@ pub struct Hello {
     pub public_key: PublicKey,
     pub priority: u32,
     pub bot: bool,
+    /// The joiner's overlay key and the address its invite holds for it.
+    pub overlay: Option<OverlayInfo>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -207,6 +209,8 @@ pub enum Refusal {
     RemovedKey,
     #[error("the network could not confirm the invite (too few members reachable); try again")]
     NotConfirmed,
+    #[error("the overlay settings do not fit the invite: {0}")]
+    BadOverlay(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

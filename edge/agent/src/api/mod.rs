@@ -72,6 +72,15 @@ pub(crate) async fn bind(
     Ok((local, router, serve))
 }
 
+/// Serves the same API on the node's overlay address (same token, same limits), so the bot,
+/// the desktop app and a standard WireGuard device reach it through the tunnel.
+pub(crate) fn serve_on_overlay(
+    listener: constella_overlay::TcpListener,
+    app: Router,
+) -> impl Future<Output = ()> {
+    crate::listener::serve(listener, app, LIMITS, "api-overlay")
+}
+
 fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/devices", get(list_devices))

@@ -1,10 +1,12 @@
 //! The cluster: identity, signed messages, membership, the bot lease and node-to-node calls.
 //!
-//! `start` loads the state directory written by `constella init`/`join`, binds the cluster
-//! listener (envelopes and join requests, reachable by peers) and returns a `Handle` for the API
-//! plus the loop to spawn.
+//! `start` loads the state directory written by `constella init`/`join`, starts the WireGuard
+//! overlay when the network has one, binds the cluster listener (envelopes and join requests,
+//! reachable by peers: on the overlay address only when there is an overlay) and returns a
+//! `Handle` for the API plus the tasks to spawn.
 
 mod netstate;
+mod overlay;
 mod node;
 mod rejections;
 mod server;
@@ -13,6 +15,7 @@ mod transport;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -22,7 +25,11 @@ pub(crate) use constella_cluster::wire::{Call, Method};
 pub(crate) use netstate::exists;
 pub(crate) use node::unix_now;
 pub(crate) use node::{BotEvent, BotExit, BotTurn, Command, Event, Handle, LocalCall, Settings};
-pub(crate) use setup::{InitOptions, JoinOptions, NodeOptions, init, join};
+pub(crate) use setup::{
+    InitOptions, JoinOptions, NodeOptions, OverlayOptions, VpnMode, init, join,
+};
+
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A started cluster: the handle, the address peers reach, and the tasks to spawn.
 pub(crate) struct Started {
@@ -30,8 +37,10 @@ pub(crate) struct Started {
     /// The bot turns this node is given while it holds the lease.
     pub(crate) turns: tokio::sync::watch::Receiver<Option<BotTurn>>,
     pub(crate) listen: SocketAddr,
-    pub(crate) serve: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-    pub(crate) run: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    pub(crate) serve: Task,
+    pub(crate) run: Task,
+    /// The overlay, when the network has one, and its tasks (the runner, the peer keeper).
+    pub(crate) overlay: Option<(constella_overlay::Overlay, Vec<Task>)>,
 }
 
 pub(crate) async fn start(
@@ -39,7 +48,15 @@ pub(crate) async fn start(
     settings: Settings,
     local: LocalCall,
 ) -> anyhow::Result<Started> {
-    let transport = transport::HttpTransport::new();
+    let overlay = match overlay_place(dir)? {
+        Some(place) => Some(overlay::start(place).await?),
+        None => None,
+    };
+    let transport =
+        transport::HttpTransport::new(overlay.as_ref().map(|started| transport::OverlayRoute {
+            overlay: started.overlay.clone(),
+            network: started.network,
+        }));
     let traffic = transport.traffic.clone();
     let (handle, node, turns) = node::Node::open(
         dir.to_path_buf(),
@@ -55,22 +72,109 @@ pub(crate) async fn start(
             dir.join(netstate::STATE_FILE).display()
         )
     })?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("Failed to bind the cluster listener on {listen}"))?;
-    let listen = listener.local_addr()?;
     let app = server::router(handle.clone(), traffic, node.screen(), node.rejections());
-    let serve = Box::pin(crate::listener::serve(
-        listener,
-        app,
-        server::LIMITS,
-        "cluster",
-    ));
+    let (listen, serve, overlay): (SocketAddr, Task, _) = match overlay {
+        // With an overlay the cluster answers only inside it: no cluster port faces the
+        // underlay, and every message has come through a WireGuard peer.
+        Some(started) => {
+            let listener = started.overlay.listen(listen.port()).with_context(|| {
+                format!("Failed to listen on the overlay, port {}", listen.port())
+            })?;
+            let listen = listener.local_addr();
+            let serve = Box::pin(crate::listener::serve(
+                listener,
+                app,
+                server::LIMITS,
+                "cluster",
+            ));
+            let overlay = started.overlay.clone();
+            let runner = started.runner;
+            let tasks: Vec<Task> = vec![
+                Box::pin(async move {
+                    if let Err(error) = runner.run().await {
+                        tracing::error!(%error, "the overlay's UDP socket failed; the overlay is down");
+                    }
+                }),
+                Box::pin(overlay::keep_peers(
+                    overlay.clone(),
+                    node.id(),
+                    node.member_table(),
+                )),
+            ];
+            (listen, serve, Some((overlay, tasks)))
+        }
+        None => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("Failed to bind the cluster listener on {listen}"))?;
+            let listen = listener.local_addr()?;
+            let serve = Box::pin(crate::listener::serve(
+                listener,
+                app,
+                server::LIMITS,
+                "cluster",
+            ));
+            (listen, serve, None)
+        }
+    };
     Ok(Started {
         handle,
         turns,
         listen,
         serve,
         run: Box::pin(node.run()),
+        overlay,
     })
+}
+
+/// This node's overlay place from its state files, if the network has an overlay.
+fn overlay_place(dir: &Path) -> anyhow::Result<Option<overlay::Place>> {
+    let (state, secrets) = netstate::load(dir)?;
+    let Some(settings) = &state.overlay else {
+        return Ok(None);
+    };
+    let file = dir.join(netstate::STATE_FILE);
+    let shared = state.shared();
+    let mine = shared
+        .peers
+        .get(&state.node_id)
+        .and_then(|p| p.overlay.as_ref())
+        .with_context(|| {
+            format!(
+                "{}: overlay is set, but this node's peer row has no overlay place",
+                file.display()
+            )
+        })?;
+    let prefix_len = match &mine.hub {
+        Some(hub) => hub.prefix_len,
+        None => shared
+            .hub()
+            .map(|(_, _, hub)| hub.prefix_len)
+            .with_context(|| {
+                format!(
+                    "{}: the overlay has no hub in the peer table",
+                    file.display()
+                )
+            })?,
+    };
+    let network = ipnet::Ipv4Net::new(mine.address, prefix_len)
+        .with_context(|| {
+            format!(
+                "{}: overlay prefix /{prefix_len} is not valid",
+                file.display()
+            )
+        })?
+        .trunc();
+    let key = secrets.wireguard_key.with_context(|| {
+        format!(
+            "{}: wireguard_key is missing, but the node is on the overlay",
+            dir.join(netstate::SECRETS_FILE).display()
+        )
+    })?;
+    Ok(Some(overlay::Place {
+        key: constella_overlay::PrivateKey::from_bytes(key),
+        address: mine.address,
+        network,
+        listen: settings.listen.clone(),
+    }))
 }

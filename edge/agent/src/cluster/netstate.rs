@@ -2,9 +2,12 @@
 //!
 //! - `network_state.json`: network id, owner, this node's name and listen address, the peer table
 //!   (`name`, `addr`, `node_id`, `status`, `last_seen`, key, priority, bot), removed nodes, the
-//!   `bot_lease`, pending invites (their keys sealed under the network key), the replay floors
-//!   and the message-counter reservation. No secret is stored here in clear.
-//! - `secrets.json`: the node's private key, the network key and the bot token.
+//!   `bot_lease`, pending invites (their keys sealed under the network key), the replay floors,
+//!   the message-counter reservation and the overlay settings (interface name, UDP listen
+//!   address). Each peer's overlay place (WireGuard public key in base64, address, and for a
+//!   hub its endpoint and prefix) sits in its row. No secret is stored here in clear.
+//! - `secrets.json`: the node's private key, the network key, the bot token and the node's
+//!   WireGuard private key.
 //!
 //! Both are written atomically with mode 0600 (`state::write_atomic`).
 
@@ -16,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use constella_cluster::identity::{NodeId, NodeKey, PublicKey};
 use constella_cluster::lease;
-use constella_cluster::shared::{Invite, PeerInfo, Shared};
+use constella_cluster::shared::{HubInfo, Invite, OverlayInfo, PeerInfo, Shared};
 
 use crate::state;
 
@@ -47,6 +50,18 @@ pub(crate) struct NetworkState {
     pub(crate) replay_floor: BTreeMap<NodeId, u64>,
     /// This node's message counters start above this after a restart.
     pub(crate) counter_reserved: u64,
+    /// This node's overlay settings; none when the network has no overlay.
+    #[serde(default)]
+    pub(crate) overlay: Option<OverlaySettings>,
+}
+
+/// How this node runs its end of the overlay (its place in it is in its peer row).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OverlaySettings {
+    /// The name `wg show` prints (and the TUN interface's, where there is one).
+    pub(crate) interface: String,
+    /// The UDP socket's address: the hub's public port, or port 0 on a client.
+    pub(crate) listen: String,
 }
 
 /// `secrets.json`.
@@ -57,6 +72,9 @@ pub(crate) struct Secrets {
     #[serde(with = "hex_bytes")]
     pub(crate) network_key: [u8; 32],
     pub(crate) bot_token: Option<String>,
+    /// The node's WireGuard private key, when the network has an overlay.
+    #[serde(default, with = "optional_hex_bytes")]
+    pub(crate) wireguard_key: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -154,6 +172,50 @@ mod peer_list {
         bot: bool,
         status: String,
         last_seen: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        overlay: Option<OverlayRow>,
+    }
+
+    /// A peer's overlay place as operators read it: the key in the base64 form `wg` prints.
+    #[derive(Serialize, Deserialize)]
+    struct OverlayRow {
+        public_key: String,
+        address: std::net::Ipv4Addr,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hub_endpoint: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix_len: Option<u8>,
+    }
+
+    fn overlay_row(info: &OverlayInfo) -> OverlayRow {
+        OverlayRow {
+            public_key: constella_overlay::PublicKey::from_bytes(info.public_key).to_string(),
+            address: info.address,
+            hub_endpoint: info.hub.as_ref().map(|h| h.endpoint.clone()),
+            prefix_len: info.hub.as_ref().map(|h| h.prefix_len),
+        }
+    }
+
+    fn overlay_info(row: OverlayRow, peer: &str) -> Result<OverlayInfo, String> {
+        let key = constella_overlay::PublicKey::from_base64(&row.public_key)
+            .map_err(|e| format!("peer {peer}: overlay.public_key: {e}"))?;
+        let hub = match (row.hub_endpoint, row.prefix_len) {
+            (None, None) => None,
+            (Some(endpoint), Some(prefix_len)) => Some(HubInfo {
+                endpoint,
+                prefix_len,
+            }),
+            _ => {
+                return Err(format!(
+                    "peer {peer}: overlay: a hub has both hub_endpoint and prefix_len"
+                ));
+            }
+        };
+        Ok(OverlayInfo {
+            public_key: *key.as_bytes(),
+            address: row.address,
+            hub,
+        })
     }
 
     type Table = (BTreeMap<NodeId, PeerInfo>, BTreeMap<NodeId, Seen>);
@@ -173,6 +235,7 @@ mod peer_list {
                     bot: p.bot,
                     status: seen.status,
                     last_seen: seen.last_seen,
+                    overlay: p.overlay.as_ref().map(overlay_row),
                 }
             })
             .collect();
@@ -191,6 +254,11 @@ mod peer_list {
                     row.name
                 )));
             }
+            let overlay = row
+                .overlay
+                .map(|o| overlay_info(o, &row.name))
+                .transpose()
+                .map_err(serde::de::Error::custom)?;
             table.0.insert(
                 id,
                 PeerInfo {
@@ -199,6 +267,7 @@ mod peer_list {
                     public_key,
                     priority: row.priority,
                     bot: row.bot,
+                    overlay,
                 },
             );
             table.1.insert(
@@ -226,5 +295,31 @@ pub(crate) mod hex_bytes {
         hex::decode_to_slice(&text, &mut out)
             .map_err(|e| serde::de::Error::custom(format!("expected 64 hex digits: {e}")))?;
         Ok(out)
+    }
+}
+
+/// `Option<[u8; 32]>` as 64 hex digits or absent.
+pub(crate) mod optional_hex_bytes {
+    pub(crate) fn serialize<S: serde::Serializer>(
+        b: &Option<[u8; 32]>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match b {
+            Some(bytes) => super::hex_bytes::serialize(bytes, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<[u8; 32]>, D::Error> {
+        let text = <Option<String> as serde::Deserialize>::deserialize(d)?;
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&text, &mut out)
+            .map_err(|e| serde::de::Error::custom(format!("expected 64 hex digits: {e}")))?;
+        Ok(Some(out))
     }
 }

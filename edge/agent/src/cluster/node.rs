@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use constella_cluster::admission::{self, CheckedJoin, Consumed, Decision};
 use constella_cluster::envelope::{self, Header, NetworkId};
@@ -17,7 +18,7 @@ use constella_cluster::inbox::{Inbox, Members, Refused, Screen};
 use constella_cluster::invite;
 use constella_cluster::lease::{self, Claim, Lease, LeaseConfig, Output, Start};
 use constella_cluster::membership::{Change, Membership, Timing};
-use constella_cluster::shared::{Invite, PeerInfo, Shared};
+use constella_cluster::shared::{Enrollment, Invite, PeerInfo, Shared};
 use constella_cluster::sync::AntiEntropy;
 use constella_cluster::table::{self, Sources, Table};
 use constella_cluster::wire::{
@@ -114,7 +115,8 @@ pub(crate) enum Event {
     },
     /// The members' answers to a redemption this node asked them to confirm.
     JoinConfirmed {
-        pending: PendingJoin,
+        // Boxed: a join request is far larger than every other event.
+        pending: Box<PendingJoin>,
         granted: usize,
         refused: usize,
     },
@@ -233,6 +235,8 @@ pub(crate) struct Node {
     screen: watch::Sender<Screen>,
     /// The bot turn the agent is asked to run.
     bot: watch::Sender<Option<BotTurn>>,
+    /// The gossiped state, for the overlay's peers: follows members and invites.
+    table: watch::Sender<Shared>,
     dirty: bool,
     next_persist: Instant,
 }
@@ -289,6 +293,7 @@ impl Node {
         let inbox = Inbox::new(network, me, &state.replay_floor);
         let (events_tx, events) = mpsc::channel(1024);
         let (bot, turns) = watch::channel(None);
+        let table = watch::channel(state.shared()).0;
         let node = Node {
             dir,
             state,
@@ -313,6 +318,7 @@ impl Node {
             rejections: Arc::default(),
             save_failures: Throttle::default(),
             screen: watch::channel(Screen::new(network, me)).0,
+            table,
             bot,
             dirty: reserved.is_err(),
             next_persist: now + PERSIST_DEBOUNCE,
@@ -330,6 +336,15 @@ impl Node {
         self.screen.subscribe()
     }
 
+    /// The member table and invites as they change, for the overlay's peers.
+    pub(crate) fn member_table(&self) -> watch::Receiver<Shared> {
+        self.table.subscribe()
+    }
+
+    pub(crate) fn id(&self) -> NodeId {
+        self.me
+    }
+
     /// Refused input, counted where the listener and the inbox both report it.
     pub(crate) fn rejections(&self) -> Arc<Rejections> {
         self.rejections.clone()
@@ -342,6 +357,14 @@ impl Node {
         };
         self.screen
             .send_if_modified(|screen| screen.update(members));
+        let state = &self.state;
+        self.table.send_if_modified(|table| {
+            let changed = table.peers != state.peers.0 || table.invites != state.invites;
+            if changed {
+                *table = state.shared();
+            }
+            changed
+        });
     }
 
     #[must_use = "the cluster does nothing unless its loop runs"]
@@ -422,7 +445,7 @@ impl Node {
                 pending,
                 granted,
                 refused,
-            } => self.finish_join(pending, granted, refused, now),
+            } => self.finish_join(*pending, granted, refused, now),
             Event::Answer { from, response } => match response {
                 Response::Vote(vote) => {
                     self.lease.handle_vote(from, vote, now);
@@ -812,15 +835,42 @@ impl Node {
     fn invite(&mut self, ttl: Duration) -> anyhow::Result<(String, u64)> {
         let token = invite::new_token();
         let expires_at = unix_now() + ttl.as_secs();
-        let sealed_key = invite::seal(&self.secrets.network_key, &invite::invite_key(&token));
+        let invite_key = invite::invite_key(&token);
+        let sealed_key = invite::seal(&self.secrets.network_key, &invite_key);
         let before = self.state.shared();
         let mut shared = before.clone();
+        // In a network with a hub the invite holds an overlay address and admits a WireGuard
+        // key derived from its own key, so the joiner can reach a member through the tunnel.
+        let overlay = match shared.hub() {
+            Some((_, hub_overlay, hub)) => {
+                let address = shared
+                    .free_overlay_address(unix_now())
+                    .context("the overlay has no free address left; remove a node or widen it")?;
+                let enrollment = constella_overlay::PrivateKey::from_bytes(
+                    invite::enrollment_secret(&invite_key),
+                );
+                Some((
+                    Enrollment {
+                        public_key: *enrollment.public_key().as_bytes(),
+                        address,
+                    },
+                    invite::LinkOverlay {
+                        hub_endpoint: hub.endpoint.clone(),
+                        hub_public_key: hub_overlay.public_key,
+                        address,
+                        prefix_len: hub.prefix_len,
+                    },
+                ))
+            }
+            None => None,
+        };
         shared.invites.insert(
             invite::invite_id(&token),
             Invite {
                 sealed_key,
                 expires_at,
                 used_by: None,
+                enrollment: overlay.as_ref().map(|(enrollment, _)| enrollment.clone()),
             },
         );
         shared.prune_invites(unix_now());
@@ -843,6 +893,7 @@ impl Node {
             network: self.signer.network,
             token,
             ttl,
+            overlay: overlay.map(|(_, link)| link),
         };
         Ok((link.to_string(), expires_at))
     }
@@ -915,7 +966,7 @@ impl Node {
                 }
             }
             let decided = Event::JoinConfirmed {
-                pending,
+                pending: Box::new(pending),
                 granted,
                 refused,
             };

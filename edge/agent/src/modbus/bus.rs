@@ -290,11 +290,11 @@ impl BusRunner {
             Err(_) => timing.frame_gap,
         };
         self.quiet_until = now() + quiet;
-        if let Err(error) = &result {
-            if !link.survives(error) {
-                debug!(bus = %self.bus.name, %error, "closing link");
-                self.link = None;
-            }
+        if let Err(error) = &result
+            && !link.survives(error)
+        {
+            debug!(bus = %self.bus.name, %error, "closing link");
+            self.link = None;
         }
         result
     }

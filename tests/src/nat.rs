@@ -1,0 +1,207 @@
+//! A lab with NAT, the way farms really sit: a "public" network (a bridge namespace) where the
+//! hub lives, and each farm behind its own router namespace that masquerades outbound traffic
+//! (iptables MASQUERADE) and forwards nothing inbound but replies, as a mobile or rural router
+//! does. Farms have no route to each other's LAN.
+
+use std::process::Command;
+
+use crate::lab::ip;
+
+/// The namespaces of a NAT lab, deleted on drop.
+pub struct NatLab {
+    tag: String,
+    farms: usize,
+}
+
+fn in_ns(ns: &str, command: &[&str]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(command)
+        .output()
+        .expect("run a command in a namespace");
+    assert!(
+        out.status.success(),
+        "{command:?} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl NatLab {
+    /// The hub's address on the public network.
+    pub const HUB_ADDR: &str = "10.99.0.10";
+
+    pub fn new(farms: usize) -> NatLab {
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let lab = NatLab {
+            tag: format!("n{}x{n}", std::process::id() % 100_000),
+            farms,
+        };
+        let internet = lab.internet();
+        ip(&["netns", "add", &internet]);
+        ip(&["-n", &internet, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &internet, "link", "set", "br0", "up"]);
+        lab.attach(
+            &lab.hub_ns(),
+            "eth0",
+            &format!("{}/24", NatLab::HUB_ADDR),
+            "h",
+        );
+        for i in 1..=farms {
+            let (router, farm) = (lab.router_ns(i), lab.farm_ns(i));
+            lab.attach(
+                &router,
+                "wan",
+                &format!("{}/24", lab.router_wan(i)),
+                &format!("w{i}"),
+            );
+            ip(&["netns", "add", &farm]);
+            let (inner, outer) = (format!("{}f{i}", lab.tag), format!("{}l{i}", lab.tag));
+            ip(&[
+                "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+            ]);
+            ip(&["link", "set", &inner, "netns", &farm, "name", "eth0"]);
+            ip(&["link", "set", &outer, "netns", &router, "name", "lan"]);
+            ip(&[
+                "-n",
+                &router,
+                "addr",
+                "add",
+                &format!("192.168.{i}.1/24"),
+                "dev",
+                "lan",
+            ]);
+            ip(&["-n", &router, "link", "set", "lan", "up"]);
+            ip(&[
+                "-n",
+                &farm,
+                "addr",
+                "add",
+                &format!("{}/24", lab.farm_addr(i)),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &farm, "link", "set", "eth0", "up"]);
+            ip(&["-n", &farm, "link", "set", "lo", "up"]);
+            ip(&[
+                "-n",
+                &farm,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("192.168.{i}.1"),
+            ]);
+            in_ns(&router, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+            in_ns(
+                &router,
+                &[
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    "wan",
+                    "-j",
+                    "MASQUERADE",
+                ],
+            );
+            in_ns(
+                &router,
+                &[
+                    "iptables",
+                    "-A",
+                    "FORWARD",
+                    "-i",
+                    "wan",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "ESTABLISHED,RELATED",
+                    "-j",
+                    "ACCEPT",
+                ],
+            );
+            in_ns(
+                &router,
+                &["iptables", "-A", "FORWARD", "-i", "wan", "-j", "DROP"],
+            );
+        }
+        lab
+    }
+
+    /// A namespace on the public network with address `cidr` on interface `name`.
+    fn attach(&self, ns: &str, name: &str, cidr: &str, suffix: &str) {
+        let internet = self.internet();
+        ip(&["netns", "add", ns]);
+        let (inner, outer) = (
+            format!("{}{suffix}", self.tag),
+            format!("{}p{suffix}", self.tag),
+        );
+        ip(&[
+            "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+        ]);
+        ip(&["link", "set", &inner, "netns", ns, "name", name]);
+        ip(&[
+            "link",
+            "set",
+            &outer,
+            "netns",
+            &internet,
+            "name",
+            &format!("p{suffix}"),
+        ]);
+        ip(&[
+            "-n",
+            &internet,
+            "link",
+            "set",
+            &format!("p{suffix}"),
+            "master",
+            "br0",
+            "up",
+        ]);
+        ip(&["-n", ns, "addr", "add", cidr, "dev", name]);
+        ip(&["-n", ns, "link", "set", name, "up"]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+
+    fn internet(&self) -> String {
+        format!("{}-inet", self.tag)
+    }
+
+    pub fn hub_ns(&self) -> String {
+        format!("{}-hub", self.tag)
+    }
+
+    pub fn router_ns(&self, i: usize) -> String {
+        format!("{}-r{i}", self.tag)
+    }
+
+    pub fn farm_ns(&self, i: usize) -> String {
+        format!("{}-f{i}", self.tag)
+    }
+
+    /// Farm `i`'s address on its own LAN, behind its router.
+    pub fn farm_addr(&self, i: usize) -> String {
+        format!("192.168.{i}.2")
+    }
+
+    /// Router `i`'s public address: what the hub sees farm `i` as.
+    pub fn router_wan(&self, i: usize) -> String {
+        format!("10.99.0.{}", 100 + i)
+    }
+}
+
+impl Drop for NatLab {
+    fn drop(&mut self) {
+        let mut names = vec![self.hub_ns(), self.internet()];
+        for i in 1..=self.farms {
+            names.extend([self.router_ns(i), self.farm_ns(i)]);
+        }
+        for ns in names {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+    }
+}
