@@ -6,8 +6,8 @@
 //! `Handle` for the API plus the tasks to spawn.
 
 mod netstate;
-mod overlay;
 mod node;
+mod overlay;
 mod rejections;
 mod server;
 mod setup;

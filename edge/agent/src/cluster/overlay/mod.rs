@@ -74,8 +74,7 @@ pub(crate) async fn keep_peers(overlay: Overlay, me: NodeId, mut table: watch::R
     loop {
         let shared = table.borrow_and_update().clone();
         let waiting = retire_enrollments(&overlay, &shared, &mut retired, &mut used_since);
-        let (wanted, next_change) =
-            peers::wanted(me, &shared, super::node::unix_now(), &retired);
+        let (wanted, next_change) = peers::wanted(me, &shared, super::node::unix_now(), &retired);
         let mut configs = BTreeMap::new();
         for peer in wanted {
             let key = PublicKey::from_bytes(peer.public_key);
