@@ -36,6 +36,7 @@ fn world() -> &'static World {
                     public_key: member.public(),
                     priority: 1,
                     bot: false,
+                    overlay: None,
                 },
             )]),
             removed: BTreeSet::new(),

@@ -326,10 +326,10 @@ pub(crate) fn parse_queries(query: &str) {
     let Ok(uri) = format!("/?{query}").parse::<axum::http::Uri>() else {
         return;
     };
-    if let Ok(Query(range)) = Query::<RangeQuery>::try_from_uri(&uri) {
-        if let Ok(range) = Range::parse(&range) {
-            let _ = (range.show(range.from), range.show(range.to));
-        }
+    if let Ok(Query(range)) = Query::<RangeQuery>::try_from_uri(&uri)
+        && let Ok(range) = Range::parse(&range)
+    {
+        let _ = (range.show(range.from), range.show(range.to));
     }
     if let Ok(Query(NodeQuery {
         window: Some(window),
