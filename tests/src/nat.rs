@@ -11,6 +11,7 @@ use crate::lab::ip;
 pub struct NatLab {
     tag: String,
     farms: usize,
+    outsiders: std::cell::Cell<usize>,
 }
 
 fn in_ns(ns: &str, command: &[&str]) {
@@ -36,6 +37,7 @@ impl NatLab {
         let lab = NatLab {
             tag: format!("n{}x{n}", std::process::id() % 100_000),
             farms,
+            outsiders: std::cell::Cell::new(0),
         };
         let internet = lab.internet();
         ip(&["netns", "add", &internet]);
@@ -167,6 +169,28 @@ impl NatLab {
         ip(&["-n", ns, "link", "set", "lo", "up"]);
     }
 
+    /// A new namespace straight on the public network, as a laptop in a café is: its address
+    /// is `outsider_addr(i)`, its namespace `outsider_ns(i)`. Returns `i`.
+    pub fn add_outsider(&self) -> usize {
+        let i = self.outsiders.get() + 1;
+        self.outsiders.set(i);
+        self.attach(
+            &self.outsider_ns(i),
+            "eth0",
+            &format!("{}/24", self.outsider_addr(i)),
+            &format!("o{i}"),
+        );
+        i
+    }
+
+    pub fn outsider_ns(&self, i: usize) -> String {
+        format!("{}-o{i}", self.tag)
+    }
+
+    pub fn outsider_addr(&self, i: usize) -> String {
+        format!("10.99.0.{}", 200 + i)
+    }
+
     fn internet(&self) -> String {
         format!("{}-inet", self.tag)
     }
@@ -200,6 +224,7 @@ impl Drop for NatLab {
         for i in 1..=self.farms {
             names.extend([self.router_ns(i), self.farm_ns(i)]);
         }
+        names.extend((1..=self.outsiders.get()).map(|i| self.outsider_ns(i)));
         for ns in names {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }

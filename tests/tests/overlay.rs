@@ -3,11 +3,15 @@
 //! address, see each other, and call each other through the hub. Separate processes in
 //! network namespaces; the only underlay traffic a farm can make is to the hub's UDP port.
 
+use std::path::PathBuf;
 use std::process::Command;
 
+use constella_api::overlay::{OverlayPath, OverlayStatus};
+use constella_api::routes;
 use constella_tests::lab::Node;
 use constella_tests::nat::NatLab;
-use constella_tests::{Scratch, wait_until};
+use constella_tests::{Proc, Scratch, round_trip, wait_until};
+use std::path::Path;
 
 fn in_ns(ns: &str, command: &[&str]) -> (bool, String) {
     let out = Command::new("ip")
@@ -31,14 +35,8 @@ fn alive(node: &Node<'_>) -> usize {
     })
 }
 
-#[test]
-fn farms_behind_nat_join_from_one_link_and_reach_each_other_through_the_hub() {
-    let lab = NatLab::new(2);
-    let scratch = Scratch::new("overlay-nat");
-    let dirs: Vec<_> = ["hub", "farm1", "farm2"]
-        .iter()
-        .map(|name| scratch.0.join(name))
-        .collect();
+/// A hub on the public network and two NAT'd farms joined from one link each, all alive.
+fn hub_and_two_farms<'a>(lab: &NatLab, dirs: &'a [PathBuf]) -> (Node<'a>, Vec<Node<'a>>) {
     let mut hub = Node::at(lab.hub_ns(), NatLab::HUB_ADDR.into(), "hub", &dirs[0], "");
     let public = hub.public_addr();
     let (ok, out) = hub.enroll_with(
@@ -75,6 +73,39 @@ fn farms_behind_nat_join_from_one_link_and_reach_each_other_through_the_hub() {
     wait_until("every node sees every node alive", || {
         alive(&hub) == 3 && farms.iter().all(|farm| alive(farm) == 3)
     });
+    (hub, farms)
+}
+
+fn node_dirs(scratch: &Scratch) -> Vec<PathBuf> {
+    ["hub", "farm1", "farm2"]
+        .iter()
+        .map(|name| scratch.0.join(name))
+        .collect()
+}
+
+/// A node's overlay as its API reports it.
+fn overlay(node: &Node<'_>) -> OverlayStatus {
+    let answer = node.api("GET", routes::OVERLAY);
+    round_trip::<OverlayStatus>("GET /api/v1/overlay", &answer);
+    serde_json::from_value(answer).expect("an overlay status")
+}
+
+/// The overlay address of the member `name`, as `node` sees it.
+fn address_of(node: &Node<'_>, name: &str) -> String {
+    let status = overlay(node);
+    let member = status.members.iter().find(|m| m.name == name);
+    member
+        .unwrap_or_else(|| panic!("{name} in {status:?}"))
+        .address
+        .to_string()
+}
+
+#[test]
+fn farms_behind_nat_join_from_one_link_and_reach_each_other_through_the_hub() {
+    let lab = NatLab::new(2);
+    let scratch = Scratch::new("overlay-nat");
+    let dirs = node_dirs(&scratch);
+    let (hub, farms) = hub_and_two_farms(&lab, &dirs);
 
     // Each farm got an overlay address and its cluster address is on it.
     let rows = hub.nodes()["nodes"].as_array().cloned().unwrap_or_default();
@@ -123,6 +154,210 @@ fn farms_behind_nat_join_from_one_link_and_reach_each_other_through_the_hub() {
     assert!(
         !connected,
         "a plain TCP connection to a farm's cluster port fails"
+    );
+
+    // What `wg show` tells: farm1 has one WireGuard peer, the hub, with a handshake; farm2
+    // is relayed by it, the hub is direct. The hub has both farms direct.
+    let (ok, shown) = farms[0].command(&["wg", "show", "--config", &farms[0].config()]);
+    assert!(ok, "wg show: {shown}");
+    for line in [
+        "interface: wg0",
+        "peer: ",
+        "  name: hub",
+        "  latest handshake: ",
+    ] {
+        assert!(shown.contains(line), "{line:?} in\n{shown}");
+    }
+    assert!(
+        shown.contains("farm2: relayed by hub") && shown.contains("hub: direct"),
+        "paths in\n{shown}"
+    );
+    let status = overlay(&hub);
+    let named = |name: &str| status.peers.iter().any(|p| p.name.as_deref() == Some(name));
+    assert!(status.hub && named("farm1") && named("farm2"), "{status:?}");
+    assert!(
+        status.members.iter().all(|m| m.path == OverlayPath::Direct),
+        "{status:?}"
+    );
+
+    // `constella ping` through the overlay, farm to farm via the hub.
+    let farm2 = address_of(&farms[0], "farm2");
+    let (ok, pinged) =
+        farms[0].command(&["ping", "-c", "2", &farm2, "--config", &farms[0].config()]);
+    assert!(
+        ok && pinged.contains(&format!("64 bytes from {farm2}: icmp_seq=1 time="))
+            && pinged.contains("2 packets transmitted, 2 received, 0% packet loss"),
+        "ping: {pinged}"
+    );
+
+    // Removing a farm withdraws its WireGuard peer: the hub forgets its key, and the farm's
+    // traffic (its own pings included) goes nowhere.
+    let removed_key = overlay(&farms[1]).public_key;
+    let (ok, out) = hub.command(&["peers", "remove", "farm2", "--config", &hub.config()]);
+    assert!(ok, "peers remove: {out}");
+    wait_until("the hub drops farm2's WireGuard peer", || {
+        overlay(&hub)
+            .peers
+            .iter()
+            .all(|p| p.public_key != removed_key)
+    });
+    let hub_address = address_of(&farms[0], "hub");
+    let (reached, out) = farms[1].command(&[
+        "ping",
+        "-c",
+        "1",
+        &hub_address,
+        "--config",
+        &farms[1].config(),
+    ]);
+    assert!(!reached, "a removed farm reaches nothing: {out}");
+    drop(farms);
+    drop(hub);
+}
+
+#[test]
+fn a_standard_wireguard_device_from_add_device_reaches_a_farm_through_the_hub_until_removed() {
+    let lab = NatLab::new(2);
+    let scratch = Scratch::new("overlay-device");
+    let dirs = node_dirs(&scratch);
+    let (hub, farms) = hub_and_two_farms(&lab, &dirs);
+
+    // Any node admits the device; the private key never leaves the command.
+    let (ok, config) =
+        farms[0].command(&["wg", "add-device", "laptop", "--config", &farms[0].config()]);
+    assert!(ok, "wg add-device: {config}");
+    assert!(
+        config.contains("[Interface]") && config.contains("[Peer]"),
+        "{config}"
+    );
+    let address = config
+        .lines()
+        .find_map(|l| l.strip_prefix("Address = "))
+        .expect("an Address line")
+        .to_string();
+    wait_until("the hub makes the device a peer", || {
+        overlay(&hub)
+            .peers
+            .iter()
+            .any(|p| p.name.as_deref() == Some("laptop"))
+    });
+
+    // The official tools take it as it is: wg-quick strips the wg-quick-only lines, `wg`
+    // loads the rest into wireguard-go, in a namespace on the public network.
+    let outsider = lab.outsider_ns(lab.add_outsider());
+    let file = scratch.0.join("laptop.conf");
+    std::fs::write(&file, &config).expect("write the config");
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("a private key's file is private");
+    let strip = Command::new("wg-quick")
+        .args(["strip", &file.display().to_string()])
+        .output()
+        .expect("wg-quick (wireguard-tools)");
+    let stripped = String::from_utf8_lossy(&strip.stdout).to_string();
+    assert!(strip.status.success(), "wg-quick strip: {stripped}");
+    let stripped_file = scratch.0.join("laptop.wg");
+    std::fs::write(&stripped_file, &stripped).expect("write the stripped config");
+    // wireguard-go's control socket is shared by all namespaces: a name unique to this process.
+    let iface = format!("wgd{}", std::process::id() % 100_000);
+    let _wireguard_go = Proc::spawn(
+        Path::new("ip"),
+        &["netns", "exec", &outsider, "wireguard-go", "-f", &iface],
+    );
+    wait_until("wireguard-go creates its interface", || {
+        in_ns(&outsider, &["ip", "link", "show", &iface]).0
+    });
+    let setup: [&[&str]; 4] = [
+        &[
+            "wg",
+            "setconf",
+            &iface,
+            &stripped_file.display().to_string(),
+        ],
+        &["ip", "addr", "add", &address, "dev", &iface],
+        &["ip", "link", "set", &iface, "up"],
+        &["ip", "route", "add", "10.42.0.0/24", "dev", &iface],
+    ];
+    for command in setup {
+        let (ok, out) = in_ns(&outsider, command);
+        assert!(ok, "{command:?}: {out}");
+    }
+
+    // The kernel's ping reaches farm2 (behind its NAT) through the hub, and curl gets its
+    // devices over the overlay with its token.
+    let farm2 = address_of(&hub, "farm2");
+    let (ok, out) = in_ns(&outsider, &["ping", "-c", "3", "-W", "10", &farm2]);
+    assert!(ok, "ping {farm2} from the device: {out}");
+    let token = std::fs::read_to_string(dirs[2].join("state/api-token")).expect("a token");
+    let (ok, devices) = in_ns(
+        &outsider,
+        &[
+            "curl",
+            "-sf",
+            "-m",
+            "20",
+            "-H",
+            &format!("Authorization: Bearer {}", token.trim()),
+            &format!("http://{farm2}:8400{}", routes::DEVICES),
+        ],
+    );
+    assert!(
+        ok && devices.contains("\"devices\""),
+        "curl /api/v1/devices: {devices}"
+    );
+    assert!(
+        overlay(&farms[0])
+            .members
+            .iter()
+            .any(|m| m.name == "laptop" && m.device),
+        "farms list the device"
+    );
+
+    // Removed from another node: the hub forgets the key, and a fresh handshake goes unanswered.
+    let (ok, out) = farms[1].command(&[
+        "wg",
+        "remove-device",
+        "laptop",
+        "--config",
+        &farms[1].config(),
+    ]);
+    assert!(ok, "wg remove-device: {out}");
+    wait_until("the hub drops the device's peer", || {
+        overlay(&hub)
+            .peers
+            .iter()
+            .all(|p| p.name.as_deref() != Some("laptop"))
+    });
+    let before = overlay(&hub).drops;
+    for command in [
+        &[
+            "wg",
+            "set",
+            &iface,
+            "peer",
+            &overlay(&hub).public_key,
+            "remove",
+        ][..],
+        &[
+            "wg",
+            "setconf",
+            &iface,
+            &stripped_file.display().to_string(),
+        ][..],
+        &["ip", "route", "replace", "10.42.0.0/24", "dev", &iface][..],
+    ] {
+        let (ok, out) = in_ns(&outsider, command);
+        assert!(ok, "{command:?}: {out}");
+    }
+    let (reached, _) = in_ns(&outsider, &["ping", "-c", "2", "-W", "2", &farm2]);
+    assert!(!reached, "a removed device reaches nothing");
+    wait_until("the hub refuses the removed key's handshakes", || {
+        let after = overlay(&hub).drops;
+        after.unknown_peer > before.unknown_peer || after.cookies_sent > before.cookies_sent
+    });
+    let (_, handshakes) = in_ns(&outsider, &["wg", "show", &iface, "latest-handshakes"]);
+    assert!(
+        handshakes.split_whitespace().nth(1) == Some("0"),
+        "no handshake completes: {handshakes}"
     );
     drop(farms);
     drop(hub);

@@ -251,6 +251,7 @@ fn http_lives_only_where_the_map_says() {
         "api/history.rs",
         "api/speedtest.rs",
         "api/prometheus.rs",
+        "api/overlay.rs",
         "agent.rs",
         "speedtest.rs",
         "listener.rs",

@@ -12,6 +12,7 @@ pub mod devices;
 pub mod error;
 pub mod history;
 pub mod node;
+pub mod overlay;
 pub mod routes;
 pub mod speedtest;
 

@@ -34,6 +34,14 @@ pub const NODE_BY_NAME: &str = "/api/v1/nodes/{name}";
 pub const NODE_MIRROR: &str = "/api/v1/nodes/{name}/{*rest}";
 /// `POST`: a single-use join link.
 pub const INVITES: &str = "/api/v1/cluster/invites";
+/// `GET`: this node's end of the WireGuard overlay.
+pub const OVERLAY: &str = "/api/v1/overlay";
+/// `POST`: one ICMP echo through the overlay.
+pub const OVERLAY_PING: &str = "/api/v1/overlay/ping";
+/// `POST`: admit a standard WireGuard device.
+pub const OVERLAY_DEVICES: &str = "/api/v1/overlay/devices";
+/// `DELETE`: withdraw a device.
+pub const OVERLAY_DEVICE: &str = "/api/v1/overlay/devices/{name}";
 
 /// `/api/v1/devices/{id}`.
 pub fn device(id: &str) -> String {
@@ -48,6 +56,11 @@ pub fn reset_alarms(id: &str) -> String {
 /// `/api/v1/nodes/{name}`.
 pub fn node(name: &str) -> String {
     format!("{NODES}/{name}")
+}
+
+/// `/api/v1/overlay/devices/{name}`.
+pub fn overlay_device(name: &str) -> String {
+    format!("{OVERLAY_DEVICES}/{name}")
 }
 
 /// `/api/v1/nodes/{name}/{local}`: another node's `local` endpoint (given without its
@@ -68,6 +81,10 @@ mod tests {
             DEVICE_RESET_ALARMS.replace("{id}", "house-1")
         );
         assert_eq!(node("beta"), NODE_BY_NAME.replace("{name}", "beta"));
+        assert_eq!(
+            overlay_device("phone"),
+            OVERLAY_DEVICE.replace("{name}", "phone")
+        );
         assert_eq!(
             on_node("beta", "/devices/house-1"),
             "/api/v1/nodes/beta/devices/house-1"

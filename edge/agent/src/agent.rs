@@ -51,14 +51,17 @@ impl Agent {
             config.speedtest.clone(),
             token.clone(),
             cluster.as_ref().map(|c| c.handle.clone()),
+            cluster
+                .as_ref()
+                .and_then(|c| c.overlay.as_ref().map(|(view, _)| view.clone())),
         )
         .await?;
         let mut tasks: Vec<JoinHandle<()>> =
             runners.into_iter().map(|r| tokio::spawn(r.run())).collect();
         tasks.push(tokio::spawn(serve));
-        if let Some((overlay, overlay_tasks)) = cluster.as_mut().and_then(|c| c.overlay.take()) {
+        if let Some((view, overlay_tasks)) = cluster.as_mut().and_then(|c| c.overlay.take()) {
             tasks.extend(overlay_tasks.into_iter().map(tokio::spawn));
-            let listener = overlay.listen(api_addr.port()).with_context(|| {
+            let listener = view.overlay.listen(api_addr.port()).with_context(|| {
                 format!(
                     "Failed to serve the API on the overlay, port {}",
                     api_addr.port()

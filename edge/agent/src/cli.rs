@@ -1,5 +1,5 @@
-//! Command-line interface: `run`, `demo`, `sim`, `token`, and the cluster's `init`, `join`,
-//! `invite`, `status` and `peers`.
+//! Command-line interface: `run`, `demo`, `sim`, `token`, the cluster's `init`, `join`,
+//! `invite`, `status` and `peers`, and the overlay's `wg` and `ping`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use constella_api::cluster::{InviteLink, InviteRequest, Nodes};
+use constella_api::overlay::{AddDevice, DeviceAdded, OverlayStatus, PingReply, PingRequest};
 use constella_api::routes;
 
 use crate::config::{self, Config};
@@ -15,7 +16,7 @@ use constella_modbus::{LineParity, LineSettings};
 use constella_sim::{self as sim, FaultSpec, Pacing, SimOptions, Undocumented};
 
 use crate::serial;
-use crate::{agent, client, cluster, demo, shutdown, state};
+use crate::{agent, client, cluster, demo, shutdown, state, wg};
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +73,23 @@ pub(crate) enum Command {
     Peers {
         #[command(subcommand)]
         action: Option<PeersAction>,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// The WireGuard overlay: `wg show`, `wg add-device NAME`, `wg remove-device NAME`.
+    Wg {
+        #[command(subcommand)]
+        action: WgAction,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Send ICMP echo through the overlay to an overlay address and print round trips, as
+    /// `ping` does (the running agent sends them: no privilege needed).
+    Ping {
+        address: std::net::Ipv4Addr,
+        /// Stop after this many echoes.
+        #[arg(short = 'c', long, default_value_t = 4)]
+        count: u32,
         #[command(flatten)]
         agent: AgentArgs,
     },
@@ -174,6 +192,23 @@ pub(crate) struct AgentArgs {
 pub(crate) enum PeersAction {
     /// Forget a node network-wide; its key is no longer accepted.
     Remove { name: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum WgAction {
+    /// The interface and its peers as `wg show` prints them, and how each member is reached
+    /// (direct or relayed by the hub).
+    Show,
+    /// Admit a standard WireGuard device (a phone, a laptop) and print its wg-quick
+    /// configuration; its private key is made here and printed once, never sent.
+    AddDevice {
+        name: String,
+        /// Also print the configuration as a QR code for the WireGuard phone app.
+        #[arg(long)]
+        qr: bool,
+    },
+    /// Withdraw a device network-wide; its key no longer completes a handshake.
+    RemoveDevice { name: String },
 }
 
 #[derive(Args)]
@@ -279,6 +314,62 @@ fn fault_spec(text: &str) -> Result<FaultSpec, String> {
     FaultSpec::parse(text).map_err(|e| format!("{e:#}"))
 }
 
+async fn wg_command(action: WgAction, agent: &AgentArgs) -> anyhow::Result<()> {
+    let client = client::local(&agent.config)?;
+    match action {
+        WgAction::Show => {
+            let status: OverlayStatus = client.get(routes::OVERLAY).await?;
+            print!("{}", wg::show(&status));
+        }
+        WgAction::AddDevice { name, qr } => {
+            let key = constella_overlay::PrivateKey::generate();
+            let request = AddDevice {
+                name,
+                public_key: key.public_key().to_string(),
+            };
+            let added: DeviceAdded = client.post(routes::OVERLAY_DEVICES, &request).await?;
+            let config = wg::quick_config(&added, &key);
+            print!("{config}");
+            if qr {
+                println!("{}", wg::qr(&config)?);
+            }
+        }
+        WgAction::RemoveDevice { name } => {
+            client.delete(&routes::overlay_device(&name)).await?;
+            println!("removed device {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn ping(address: std::net::Ipv4Addr, count: u32, agent: &AgentArgs) -> anyhow::Result<()> {
+    let client = client::local(&agent.config)?;
+    println!("PING {address} 56(84) bytes of data, through the overlay.");
+    let mut rtts = Vec::new();
+    for sequence in 1..=count {
+        if sequence > 1 {
+            tokio::time::sleep(wg::PING_INTERVAL).await;
+        }
+        let request = PingRequest {
+            address,
+            sequence: sequence as u16,
+        };
+        match client
+            .post::<_, PingReply>(routes::OVERLAY_PING, &request)
+            .await
+        {
+            Ok(reply) => {
+                println!("{}", wg::echo_line(address, request.sequence, reply.rtt_ms));
+                rtts.push(reply.rtt_ms);
+            }
+            Err(error) => println!("no reply for icmp_seq={sequence}: {error}"),
+        }
+    }
+    print!("\n{}", wg::ping_summary(address, count, &rtts));
+    anyhow::ensure!(!rtts.is_empty(), "no echo reply from {address}");
+    Ok(())
+}
+
 impl Command {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         match self {
@@ -347,6 +438,12 @@ impl Command {
                     Ok(())
                 }
             },
+            Command::Wg { action, agent } => wg_command(action, &agent).await,
+            Command::Ping {
+                address,
+                count,
+                agent,
+            } => ping(address, count, &agent).await,
             Command::Token { config, state_dir } => {
                 let dir = match (config, state_dir) {
                     (Some(path), _) => Config::load(&path)?.state_dir,

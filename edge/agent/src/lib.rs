@@ -25,6 +25,7 @@ mod state;
 mod store;
 mod telemetry;
 mod throttle;
+mod wg;
 
 use clap::Parser as _;
 

@@ -1,5 +1,5 @@
 //! The part of a node's network state that every node converges on by gossip: the peer table,
-//! removed nodes, the bot lease record and the invites. `merge` is the one rule by which two
+//! removed nodes, the bot lease record, the invites and the overlay's WireGuard devices. `merge` is the one rule by which two
 //! views combine; it must be a join (commutative, associative, idempotent) so that any order of
 //! delivery, with any duplication, converges.
 
@@ -18,6 +18,8 @@ pub struct Shared {
     pub removed: BTreeSet<NodeId>,
     pub bot_lease: lease::Record,
     pub invites: BTreeMap<String, Invite>,
+    /// Standard WireGuard devices (a phone, a laptop) by name, removed ones included.
+    pub devices: BTreeMap<String, Device>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +62,18 @@ pub struct Enrollment {
     pub address: Ipv4Addr,
 }
 
+/// A standard WireGuard device admitted with `wg add-device`: the hubs make it a peer for its
+/// address. A name's entry is a last-writer-wins register: the later `changed_at` wins, and at
+/// one time a removal wins, so a removal is not undone by stale gossip and a name can be reused.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Device {
+    /// Unix seconds of the last add or removal.
+    pub changed_at: u64,
+    pub removed: bool,
+    pub public_key: [u8; 32],
+    pub address: Ipv4Addr,
+}
+
 /// An invite: its key sealed under the network key, its expiry (unix seconds) and the key of
 /// the node that used it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +93,8 @@ impl Shared {
     /// - the lease record with the higher epoch wins; at one epoch a release (no holder) wins,
     ///   then the smaller holder id; the bot offset only grows;
     /// - invites are a union; once used an invite stays used, and two redemptions resolve to the
-    ///   smaller joiner id everywhere.
+    ///   smaller joiner id everywhere;
+    /// - devices are a union of last-writer-wins registers (see `Device`).
     ///
     /// Two nodes admitted at once under one name through different seeds both stay (each was
     /// admitted by a quorum-confirmed invite); `peer_by_name` resolves the name to the smaller
@@ -121,6 +136,15 @@ impl Shared {
                 entry.used_by.clone_from(&invite.used_by);
             }
         }
+        for (name, device) in &other.devices {
+            let entry = self
+                .devices
+                .entry(name.clone())
+                .or_insert_with(|| device.clone());
+            if device > entry {
+                entry.clone_from(device);
+            }
+        }
         *self != before
     }
 
@@ -147,7 +171,63 @@ impl Shared {
         })
     }
 
-    /// The lowest overlay address no member has and no live invite holds, in the hub's
+    /// Admits a standard WireGuard device under `name` with the lowest free overlay address.
+    pub fn add_device(
+        &mut self,
+        name: &str,
+        public_key: [u8; 32],
+        unix_now: u64,
+    ) -> Result<Ipv4Addr, String> {
+        crate::names::check(name).map_err(|reason| reason.replace("node name", "device name"))?;
+        if self.live_devices().any(|(other, _)| other == name) {
+            return Err(format!(
+                "a device named {name:?} exists; remove it first (wg remove-device {name})"
+            ));
+        }
+        let taken = self.live_devices().map(|(_, d)| d.public_key).chain(
+            self.peers
+                .values()
+                .filter_map(|p| Some(p.overlay.as_ref()?.public_key)),
+        );
+        if taken.into_iter().any(|key| key == public_key) {
+            return Err("that public key is already in the overlay".into());
+        }
+        let address = self
+            .free_overlay_address(unix_now)
+            .ok_or("the overlay has no free address left (or no hub)")?;
+        // Later than any earlier entry under this name, so the add wins everywhere.
+        let changed_at = self
+            .devices
+            .get(name)
+            .map_or(unix_now, |old| unix_now.max(old.changed_at + 1));
+        self.devices.insert(
+            name.to_string(),
+            Device {
+                changed_at,
+                removed: false,
+                public_key,
+                address,
+            },
+        );
+        Ok(address)
+    }
+
+    /// Withdraws a device: a tombstone, so stale gossip does not bring it back.
+    pub fn remove_device(&mut self, name: &str, unix_now: u64) -> Result<(), String> {
+        let Some(device) = self.devices.get_mut(name).filter(|d| !d.removed) else {
+            return Err(format!("no device named {name:?}"));
+        };
+        device.removed = true;
+        device.changed_at = unix_now.max(device.changed_at);
+        Ok(())
+    }
+
+    /// The devices not removed.
+    pub fn live_devices(&self) -> impl Iterator<Item = (&String, &Device)> {
+        self.devices.iter().filter(|(_, device)| !device.removed)
+    }
+
+    /// The lowest overlay address no member or device has and no live invite holds, in the hub's
     /// network (its network and broadcast addresses excluded).
     pub fn free_overlay_address(&self, unix_now: u64) -> Option<Ipv4Addr> {
         let (_, overlay, hub) = self.hub()?;
@@ -165,6 +245,7 @@ impl Shared {
                     .filter(|_| live)
                     .map(|e| e.address)
             }))
+            .chain(self.live_devices().map(|(_, device)| device.address))
             .collect();
         (1..(1u32 << host_bits) - 1)
             .map(|host| Ipv4Addr::from(network | host))
@@ -247,45 +328,68 @@ mod tests {
         )
     }
 
+    fn device() -> impl Strategy<Value = (String, Device)> {
+        (0..2u8, 0..3u64, any::<bool>(), 0..2u8).prop_map(|(name, changed_at, removed, key)| {
+            let device = Device {
+                changed_at,
+                removed,
+                public_key: [key; 32],
+                address: Ipv4Addr::new(10, 42, 0, 100 + key),
+            };
+            (format!("device-{name}"), device)
+        })
+    }
+
     fn shared() -> impl Strategy<Value = Shared> {
         (
             proptest::collection::vec(peer(), 0..5),
             proptest::collection::btree_set(0..5usize, 0..2),
             (0..3u64, proptest::option::of(0..5usize), 0..4u64),
             proptest::collection::vec(invite(), 0..3),
+            proptest::collection::vec(device(), 0..3),
         )
-            .prop_map(|(peers, removed, (epoch, holder, offset), invites)| {
-                let mut state = Shared {
-                    peers: BTreeMap::new(),
-                    removed: removed.into_iter().map(|k| keys()[k].id()).collect(),
-                    bot_lease: lease::Record {
-                        holder: holder.map(|k| keys()[k].id()),
-                        epoch,
-                        offset,
-                    },
-                    invites: BTreeMap::new(),
-                };
-                // Built through merge, so every drawn state is one a node could hold.
-                for (id, info) in peers {
-                    let one = Shared {
-                        peers: [(id, info)].into_iter().collect(),
-                        ..Shared::default()
+            .prop_map(
+                |(peers, removed, (epoch, holder, offset), invites, devices)| {
+                    let mut state = Shared {
+                        peers: BTreeMap::new(),
+                        removed: removed.into_iter().map(|k| keys()[k].id()).collect(),
+                        bot_lease: lease::Record {
+                            holder: holder.map(|k| keys()[k].id()),
+                            epoch,
+                            offset,
+                        },
+                        invites: BTreeMap::new(),
+                        devices: BTreeMap::new(),
                     };
-                    state.merge(&one);
-                }
-                for (id, invite) in invites {
-                    let one = Shared {
-                        invites: [(id, invite)].into_iter().collect(),
+                    // Built through merge, so every drawn state is one a node could hold.
+                    for (id, info) in peers {
+                        let one = Shared {
+                            peers: [(id, info)].into_iter().collect(),
+                            ..Shared::default()
+                        };
+                        state.merge(&one);
+                    }
+                    for (id, invite) in invites {
+                        let one = Shared {
+                            invites: [(id, invite)].into_iter().collect(),
+                            ..Shared::default()
+                        };
+                        state.merge(&one);
+                    }
+                    for (name, device) in devices {
+                        let one = Shared {
+                            devices: [(name, device)].into_iter().collect(),
+                            ..Shared::default()
+                        };
+                        state.merge(&one);
+                    }
+                    state.merge(&Shared {
+                        removed: state.removed.clone(),
                         ..Shared::default()
-                    };
-                    state.merge(&one);
-                }
-                state.merge(&Shared {
-                    removed: state.removed.clone(),
-                    ..Shared::default()
-                });
-                state
-            })
+                    });
+                    state
+                },
+            )
     }
 
     fn merged(a: &Shared, b: &Shared) -> Shared {
@@ -377,11 +481,95 @@ mod tests {
         shared.invites.insert("live".into(), held(3, 100, false));
         shared.invites.insert("expired".into(), held(4, 5, false));
         shared.invites.insert("used".into(), held(5, 100, true));
+        let device = |last: u8, removed: bool| Device {
+            changed_at: 1,
+            removed,
+            public_key: [last; 32],
+            address: Ipv4Addr::new(10, 42, 0, last),
+        };
+        shared.devices.insert("phone".into(), device(4, false));
+        shared.devices.insert("old-laptop".into(), device(6, true));
         assert_eq!(
             shared.free_overlay_address(10),
-            Some(Ipv4Addr::new(10, 42, 0, 4))
+            Some(Ipv4Addr::new(10, 42, 0, 5))
         );
         assert_eq!(shared.hub().map(|(id, _, _)| id), Some(key(0).id()));
+    }
+
+    #[test]
+    fn a_device_removal_survives_stale_gossip_and_a_later_add_wins() {
+        let device = |changed_at: u64, removed: bool| Device {
+            changed_at,
+            removed,
+            public_key: [7; 32],
+            address: Ipv4Addr::new(10, 42, 0, 9),
+        };
+        let with = |d: Device| Shared {
+            devices: [("phone".to_string(), d)].into_iter().collect(),
+            ..Shared::default()
+        };
+        let mut node = with(device(5, true));
+        assert!(
+            !node.merge(&with(device(5, false))),
+            "a removal wins at one time"
+        );
+        assert!(!node.merge(&with(device(4, false))), "stale adds lose");
+        assert_eq!(node.live_devices().count(), 0);
+        assert!(node.merge(&with(device(6, false))), "a later add wins");
+        assert_eq!(node.live_devices().count(), 1);
+    }
+
+    #[test]
+    fn devices_get_free_addresses_unique_names_and_keys_and_names_come_back_after_removal() {
+        let mut shared = Shared::default();
+        assert!(shared.add_device("phone", [9; 32], 10).is_err(), "no hub");
+        shared.peers.insert(
+            keys()[0].id(),
+            PeerInfo {
+                name: "hub".into(),
+                addr: "10.42.0.1:7300".into(),
+                public_key: keys()[0].public(),
+                priority: 1,
+                bot: false,
+                overlay: Some(OverlayInfo {
+                    public_key: [1; 32],
+                    address: Ipv4Addr::new(10, 42, 0, 1),
+                    hub: Some(HubInfo {
+                        endpoint: "203.0.113.1:51820".into(),
+                        prefix_len: 24,
+                    }),
+                }),
+            },
+        );
+        assert_eq!(
+            shared.add_device("phone", [9; 32], 10),
+            Ok(Ipv4Addr::new(10, 42, 0, 2))
+        );
+        assert!(
+            shared.add_device("phone", [8; 32], 10).is_err(),
+            "name taken"
+        );
+        assert!(
+            shared.add_device("tablet", [9; 32], 10).is_err(),
+            "key taken"
+        );
+        assert!(
+            shared.add_device("tablet", [1; 32], 10).is_err(),
+            "the hub's key"
+        );
+        assert!(
+            shared.add_device("Tablet", [8; 32], 10).is_err(),
+            "bad name"
+        );
+        assert!(shared.remove_device("tablet", 10).is_err());
+        assert_eq!(shared.remove_device("phone", 10), Ok(()));
+        assert!(shared.remove_device("phone", 10).is_err(), "already gone");
+        // Re-added in the same second, the add still outranks the tombstone.
+        assert_eq!(
+            shared.add_device("phone", [7; 32], 10),
+            Ok(Ipv4Addr::new(10, 42, 0, 2))
+        );
+        assert_eq!(shared.devices["phone"].changed_at, 11);
     }
 
     #[test]

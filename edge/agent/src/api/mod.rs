@@ -6,6 +6,7 @@ mod history;
 #[cfg(feature = "fuzzing")]
 pub(crate) use history::parse_queries;
 mod nodes;
+mod overlay;
 mod prometheus;
 mod speedtest;
 
@@ -36,6 +37,7 @@ struct AppState {
     started: std::time::Instant,
     speedtest: Arc<crate::speedtest::SpeedtestConfig>,
     cluster: Option<crate::cluster::Handle>,
+    overlay: Option<crate::cluster::OverlayView>,
 }
 
 /// The API's connection limits: room for the desktop app, the CLI, Prometheus and a few
@@ -54,6 +56,7 @@ pub(crate) async fn bind(
     speedtest: crate::speedtest::SpeedtestConfig,
     token: String,
     cluster: Option<crate::cluster::Handle>,
+    overlay: Option<crate::cluster::OverlayView>,
 ) -> anyhow::Result<(SocketAddr, Router, impl Future<Output = ()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -66,6 +69,7 @@ pub(crate) async fn bind(
         started: std::time::Instant::now(),
         speedtest: Arc::new(speedtest),
         cluster,
+        overlay,
     });
     let router = app.clone();
     let serve = crate::listener::serve(listener, app, LIMITS, "api");
@@ -101,6 +105,13 @@ fn router(state: AppState) -> Router {
             get(nodes::proxy).post(nodes::proxy),
         )
         .route("/api/v1/cluster/invites", post(nodes::invite))
+        .route("/api/v1/overlay", get(overlay::status))
+        .route("/api/v1/overlay/ping", post(overlay::ping))
+        .route("/api/v1/overlay/devices", post(overlay::add_device))
+        .route(
+            "/api/v1/overlay/devices/{name}",
+            axum::routing::delete(overlay::remove_device),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))

@@ -15,7 +15,7 @@ use constella_cluster::table::Liveness;
 use super::{ApiError, AppState};
 use crate::cluster::{self, Call, Command, Handle};
 
-fn handle(state: &AppState) -> Result<&Handle, ApiError> {
+pub(super) fn handle(state: &AppState) -> Result<&Handle, ApiError> {
     state.cluster.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
@@ -25,7 +25,7 @@ fn handle(state: &AppState) -> Result<&Handle, ApiError> {
     })
 }
 
-fn gone() -> ApiError {
+pub(super) fn gone() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "cluster_stopped",

@@ -24,7 +24,10 @@ pub(crate) use constella_cluster::invite::parse_ttl;
 pub(crate) use constella_cluster::wire::{Call, Method};
 pub(crate) use netstate::exists;
 pub(crate) use node::unix_now;
-pub(crate) use node::{BotEvent, BotExit, BotTurn, Command, Event, Handle, LocalCall, Settings};
+pub(crate) use node::{
+    BotEvent, BotExit, BotTurn, Command, DeviceGrant, Event, Handle, LocalCall, Settings,
+};
+pub(crate) use overlay::{KEEPALIVE, View as OverlayView};
 pub(crate) use setup::{
     InitOptions, JoinOptions, NodeOptions, OverlayOptions, VpnMode, init, join,
 };
@@ -40,7 +43,7 @@ pub(crate) struct Started {
     pub(crate) serve: Task,
     pub(crate) run: Task,
     /// The overlay, when the network has one, and its tasks (the runner, the peer keeper).
-    pub(crate) overlay: Option<(constella_overlay::Overlay, Vec<Task>)>,
+    pub(crate) overlay: Option<(OverlayView, Vec<Task>)>,
 }
 
 pub(crate) async fn start(
@@ -87,7 +90,15 @@ pub(crate) async fn start(
                 server::LIMITS,
                 "cluster",
             ));
-            let overlay = started.overlay.clone();
+            let view = OverlayView {
+                overlay: started.overlay.clone(),
+                interface: started.interface,
+                network: started.network,
+                listen_port: started.listen_port,
+                me: node.id(),
+                table: node.member_table(),
+            };
+            let overlay = started.overlay;
             let runner = started.runner;
             let tasks: Vec<Task> = vec![
                 Box::pin(async move {
@@ -101,7 +112,7 @@ pub(crate) async fn start(
                     node.member_table(),
                 )),
             ];
-            (listen, serve, Some((overlay, tasks)))
+            (listen, serve, Some((view, tasks)))
         }
         None => {
             let listener = tokio::net::TcpListener::bind(listen)
@@ -176,5 +187,6 @@ fn overlay_place(dir: &Path) -> anyhow::Result<Option<overlay::Place>> {
         address: mine.address,
         network,
         listen: settings.listen.clone(),
+        interface: settings.interface.clone(),
     }))
 }

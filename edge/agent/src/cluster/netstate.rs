@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use constella_cluster::identity::{NodeId, NodeKey, PublicKey};
 use constella_cluster::lease;
-use constella_cluster::shared::{HubInfo, Invite, OverlayInfo, PeerInfo, Shared};
+use constella_cluster::shared::{Device, HubInfo, Invite, OverlayInfo, PeerInfo, Shared};
 
 use crate::state;
 
@@ -46,6 +46,9 @@ pub(crate) struct NetworkState {
     pub(crate) removed: BTreeSet<NodeId>,
     pub(crate) bot_lease: lease::Record,
     pub(crate) invites: BTreeMap<String, Invite>,
+    /// The overlay's standard WireGuard devices, removed ones included (see `Shared::devices`).
+    #[serde(default)]
+    pub(crate) devices: BTreeMap<String, Device>,
     /// Highest message counter accepted from each sender, so a restart does not reopen replays.
     pub(crate) replay_floor: BTreeMap<NodeId, u64>,
     /// This node's message counters start above this after a restart.
@@ -96,6 +99,7 @@ impl NetworkState {
             removed: self.removed.clone(),
             bot_lease: self.bot_lease,
             invites: self.invites.clone(),
+            devices: self.devices.clone(),
         }
     }
 
@@ -105,6 +109,7 @@ impl NetworkState {
         self.removed = shared.removed;
         self.bot_lease = shared.bot_lease;
         self.invites = shared.invites;
+        self.devices = shared.devices;
     }
 }
 

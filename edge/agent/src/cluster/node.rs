@@ -95,11 +95,29 @@ pub(crate) enum Command {
         name: String,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Admit a standard WireGuard device (see `Shared::add_device`).
+    AddDevice {
+        name: String,
+        public_key: [u8; 32],
+        reply: oneshot::Sender<Result<DeviceGrant, String>>,
+    },
+    RemoveDevice {
+        name: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     Call {
         name: String,
         call: Call,
         reply: oneshot::Sender<Result<(u16, Vec<u8>), String>>,
     },
+}
+
+/// What a device's WireGuard configuration needs.
+pub(crate) struct DeviceGrant {
+    pub(crate) address: std::net::Ipv4Addr,
+    pub(crate) network: ipnet::Ipv4Net,
+    pub(crate) hub_public_key: [u8; 32],
+    pub(crate) hub_endpoint: String,
 }
 
 /// Everything the loop reacts to.
@@ -359,7 +377,9 @@ impl Node {
             .send_if_modified(|screen| screen.update(members));
         let state = &self.state;
         self.table.send_if_modified(|table| {
-            let changed = table.peers != state.peers.0 || table.invites != state.invites;
+            let changed = table.peers != state.peers.0
+                || table.invites != state.invites
+                || table.devices != state.devices;
             if changed {
                 *table = state.shared();
             }
@@ -589,6 +609,17 @@ impl Node {
             }
             Command::Remove { name, reply } => {
                 let _ = reply.send(self.remove(&name));
+            }
+            Command::AddDevice {
+                name,
+                public_key,
+                reply,
+            } => {
+                let _ = reply.send(self.add_device(&name, public_key));
+            }
+            Command::RemoveDevice { name, reply } => {
+                let _ = reply
+                    .send(self.change_shared(|shared| shared.remove_device(&name, unix_now())));
             }
             Command::Call { name, call, reply } => {
                 let Some((id, peer)) = self
@@ -918,6 +949,40 @@ impl Node {
         self.push_all();
         tracing::info!(peer = %name, "removed from the network");
         Ok(())
+    }
+
+    fn add_device(&mut self, name: &str, public_key: [u8; 32]) -> Result<DeviceGrant, String> {
+        let address =
+            self.change_shared(|shared| shared.add_device(name, public_key, unix_now()))?;
+        let shared = self.state.shared();
+        let (_, hub_overlay, hub) = shared.hub().ok_or("the network has no hub")?;
+        let network = ipnet::Ipv4Net::new(hub_overlay.address, hub.prefix_len)
+            .map_err(|e| e.to_string())?
+            .trunc();
+        tracing::info!(device = name, %address, "WireGuard device added");
+        Ok(DeviceGrant {
+            address,
+            network,
+            hub_public_key: hub_overlay.public_key,
+            hub_endpoint: hub.endpoint.clone(),
+        })
+    }
+
+    /// Applies `change` to the shared state, saves it and gossips it; a failed save undoes it.
+    fn change_shared<T>(
+        &mut self,
+        change: impl FnOnce(&mut Shared) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let before = self.state.shared();
+        let mut shared = before.clone();
+        let out = change(&mut shared)?;
+        self.state.set_shared(shared);
+        if let Err(error) = self.persist() {
+            self.state.set_shared(before);
+            return Err(format!("cannot save the change: {error}"));
+        }
+        self.push_all();
+        Ok(out)
     }
 
     /// Serves a join request (see `constella_cluster::admission`): the answer waits until a

@@ -357,6 +357,7 @@ fn write(
         removed: joined.shared.removed,
         bot_lease: joined.shared.bot_lease,
         invites: joined.shared.invites,
+        devices: joined.shared.devices,
         replay_floor: BTreeMap::new(),
         counter_reserved: 0,
         overlay: settings,

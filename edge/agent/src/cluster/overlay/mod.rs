@@ -3,6 +3,7 @@
 //! member table as it changes (a join, a removal, an invite used or expired), live.
 
 mod peers;
+mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,6 +17,7 @@ use ipnet::Ipv4Net;
 use tokio::sync::watch;
 
 pub(crate) use peers::KEEPALIVE;
+pub(crate) use status::View;
 
 /// This node's place in the overlay, from its state directory.
 pub(crate) struct Place {
@@ -24,12 +26,16 @@ pub(crate) struct Place {
     pub(crate) network: Ipv4Net,
     /// The UDP socket's address.
     pub(crate) listen: String,
+    /// The name `wg show` gives the interface.
+    pub(crate) interface: String,
 }
 
 /// A started overlay: the handle, and the runner to spawn.
 pub(crate) struct Started {
     pub(crate) overlay: Overlay,
     pub(crate) network: Ipv4Net,
+    pub(crate) interface: String,
+    pub(crate) listen_port: u16,
     pub(crate) runner: Runner,
 }
 
@@ -55,6 +61,8 @@ pub(crate) async fn start(place: Place) -> anyhow::Result<Started> {
     Ok(Started {
         overlay,
         network: place.network,
+        interface: place.interface,
+        listen_port: runner.local_addr()?.port(),
         runner,
     })
 }

@@ -5,10 +5,11 @@
 //!   (the address it holds), and every other hub (reached at its endpoint, kept alive). A used
 //!   invite's key stays until the shell retires it (the joiner's own key has shaken hands, or
 //!   a grace period passed), because the joiner's welcome travels back through that tunnel.
+//!   It also has every standard WireGuard device (`wg add-device`) not removed, for its /32.
 //! - A client has the hub, for the whole overlay network, kept alive through its NAT.
 //!
-//! A removed member is gone from the table, so it is gone from here, and its key no longer
-//! completes a handshake anywhere.
+//! A removed member or device is gone from the table, so it is gone from here, and its key no
+//! longer completes a handshake anywhere.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -78,6 +79,14 @@ pub(crate) fn wanted(
                 keepalive: None,
             });
         }
+        for (_, device) in shared.live_devices() {
+            peers.push(Wanted {
+                public_key: device.public_key,
+                allowed_ips: host(device.address),
+                endpoint: None,
+                keepalive: None,
+            });
+        }
     } else if let Some((_, hub_overlay, hub)) = shared.hub() {
         let network = Ipv4Net::new(hub_overlay.address, hub.prefix_len)
             .map(|net| net.trunc())
@@ -96,7 +105,7 @@ pub(crate) fn wanted(
 mod tests {
     use super::*;
     use constella_cluster::identity::NodeKey;
-    use constella_cluster::shared::{Enrollment, HubInfo, Invite, OverlayInfo, PeerInfo};
+    use constella_cluster::shared::{Device, Enrollment, HubInfo, Invite, OverlayInfo, PeerInfo};
 
     fn member(shared: &mut Shared, last: u8, hub: bool) -> NodeId {
         let key = NodeKey::generate();
@@ -185,6 +194,34 @@ mod tests {
             }]
         );
         assert_eq!(next, None);
+    }
+
+    #[test]
+    fn a_hub_has_each_device_until_it_is_removed_and_clients_do_not() {
+        let mut shared = Shared::default();
+        let hub = member(&mut shared, 1, true);
+        let farm = member(&mut shared, 2, false);
+        let device = |removed: bool| Device {
+            changed_at: 1,
+            removed,
+            public_key: [50; 32],
+            address: Ipv4Addr::new(10, 42, 0, 50),
+        };
+        shared.devices.insert("phone".into(), device(false));
+        let none = BTreeSet::new();
+        let (peers, _) = wanted(hub, &shared, 0, &none);
+        assert_eq!(
+            peers.last(),
+            Some(&Wanted {
+                public_key: [50; 32],
+                allowed_ips: vec!["10.42.0.50/32".parse().expect("a CIDR")],
+                endpoint: None,
+                keepalive: None,
+            })
+        );
+        assert_eq!(wanted(farm, &shared, 0, &none).0.len(), 1, "the hub only");
+        shared.devices.insert("phone".into(), device(true));
+        assert_eq!(wanted(hub, &shared, 0, &none).0.len(), 1, "the farm only");
     }
 
     #[test]
