@@ -320,6 +320,11 @@ impl ApiError {
             message,
         }
     }
+
+    /// A request body as its API shape, or a 400 saying why not.
+    fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -82,7 +82,7 @@ pub(super) async fn invite(
     let body: InviteRequest = if body.is_empty() {
         InviteRequest { ttl: None }
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
+        ApiError::parse_body(&body)?
     };
     let ttl = match body.ttl {
         Some(text) => {

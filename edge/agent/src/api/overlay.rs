@@ -32,8 +32,7 @@ pub(super) async fn ping(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Json<PingReply>, ApiError> {
-    let request: PingRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let request: PingRequest = ApiError::parse_body(&body)?;
     let rtt = view(&state)?
         .ping(request.address, request.sequence)
         .await
@@ -48,8 +47,7 @@ pub(super) async fn add_device(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Json<DeviceAdded>, ApiError> {
-    let request: AddDevice =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let request: AddDevice = ApiError::parse_body(&body)?;
     let key = PublicKey::from_base64(&request.public_key)
         .map_err(|e| ApiError::bad_request(format!("public_key: {e}")))?;
     let grant: DeviceGrant = handle(&state)?
