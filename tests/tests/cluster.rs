@@ -218,13 +218,14 @@ fn state_json(node: &Node, file: &str) -> Value {
     serde_json::from_str(&text).expect("state json")
 }
 
-/// A cluster envelope (the `CNS1` layout documented in `edge/cluster/src/envelope.rs`), built
-/// here independently of the agent's code, with a `Gossip` body that carries no data.
+/// A cluster envelope (the `CNS2` layout documented in `edge/cluster/src/envelope.rs`), built
+/// here independently of the agent's code, with a `Call(GetStats)` body (postcard: variant 1,
+/// variant 0).
 fn envelope(network: &str, from: &str, to: &str, counter: u64, seed: [u8; 32]) -> Vec<u8> {
     use ed25519_dalek::Signer as _;
     let field = |text: &str| hex::decode(text).expect("hex id");
-    let body = [0u8, 0u8];
-    let mut out = b"CNS1".to_vec();
+    let body = [1u8, 0u8];
+    let mut out = b"CNS2".to_vec();
     out.extend(field(network));
     out.extend(field(from));
     out.extend(field(to));

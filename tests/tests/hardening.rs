@@ -61,7 +61,7 @@ fn set_open_files(soft: u64) {
 /// The 64-byte envelope header (layout in `edge/cluster/src/envelope.rs`) claiming `from`.
 fn header(network: &str, from: &str, to: &str, body_len: u32) -> Vec<u8> {
     let field = |text: &str| hex::decode(text).expect("hex id");
-    let mut out = b"CNS1".to_vec();
+    let mut out = b"CNS2".to_vec();
     out.extend(field(network));
     out.extend(field(from));
     out.extend(field(to));

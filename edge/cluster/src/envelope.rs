@@ -5,7 +5,7 @@
 //!
 //! | bytes      | field                                        |
 //! |------------|----------------------------------------------|
-//! | 0..4       | magic `CNS1`                                 |
+//! | 0..4       | magic `CNS2`                                 |
 //! | 4..20      | network id                                   |
 //! | 20..36     | sender node id                               |
 //! | 36..52     | receiver node id                             |
@@ -20,7 +20,9 @@
 
 use crate::identity::{NodeId, NodeKey, PublicKey};
 
-const MAGIC: &[u8; 4] = b"CNS1";
+/// `CNS1` nodes carried membership and lease messages in envelopes; their bodies would decode
+/// as something else here, so the versions refuse each other.
+const MAGIC: &[u8; 4] = b"CNS2";
 /// The fixed-size header, readable (and screenable) before the body arrives.
 pub const HEADER_LEN: usize = 64;
 const SIGNATURE_LEN: usize = 64;

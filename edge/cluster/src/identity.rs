@@ -118,6 +118,21 @@ impl NodeKey {
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.0.sign(message).to_bytes()
     }
+
+    /// The X25519 agreement with `peer` (both ed25519 keys taken to Montgomery form): the same
+    /// 32 bytes at both ends of the pair. `None` for a key that is no point or has small order,
+    /// whose agreement anyone could predict.
+    pub fn agree(&self, peer: &PublicKey) -> Option<[u8; 32]> {
+        let peer = VerifyingKey::from_bytes(&peer.0).ok()?;
+        if peer.is_weak() {
+            return None;
+        }
+        Some(
+            peer.to_montgomery()
+                .mul_clamped(self.0.to_scalar_bytes())
+                .to_bytes(),
+        )
+    }
 }
 
 impl fmt::Debug for NodeKey {
@@ -140,6 +155,12 @@ mod tests {
         assert!(key.public().verify(b"hello", &sig));
         assert!(!key.public().verify(b"hellO", &sig));
         assert!(!NodeKey::generate().public().verify(b"hello", &sig));
+        let other = NodeKey::generate();
+        assert_eq!(key.agree(&other.public()), other.agree(&key.public()));
+        assert_ne!(
+            key.agree(&other.public()),
+            key.agree(&NodeKey::generate().public())
+        );
         assert!(!format!("{key:?}").contains(&hex::encode(key.seed())));
     }
 }

@@ -6,10 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::datagram::{self, Pairs};
 use crate::envelope::{self, Header, NetworkId, Rejected, ReplayWindow};
 use crate::identity::NodeId;
 use crate::shared::PeerInfo;
-use crate::wire::{self, Request};
+use crate::wire::{self, Datagram, Request};
 
 /// A refused envelope: the claimed sender (when the header parsed) and why.
 #[derive(Debug, PartialEq, Eq)]
@@ -87,6 +88,41 @@ impl Inbox {
         let request = wire::decode::<Request>(body)
             .ok_or_else(|| refuse(Rejected::Malformed("undecodable body")))?;
         Ok((header, request))
+    }
+
+    /// Checks an inbound datagram: from a member other than this node that was not removed,
+    /// sealed with that pair's key, with a counter the sender's window has not seen (datagrams
+    /// and envelopes share one counter sequence and one window), and a body that decodes.
+    pub fn accept_datagram(
+        &mut self,
+        bytes: &[u8],
+        members: Members<'_>,
+        pairs: &mut Pairs,
+    ) -> Result<(NodeId, Datagram), Refused> {
+        let header = datagram::parse_header(bytes).map_err(|why| Refused { from: None, why })?;
+        let from = header.from;
+        let refuse = |why| Refused {
+            from: Some(from),
+            why,
+        };
+        if members.removed.contains(&from) {
+            return Err(refuse(Rejected::RemovedSender));
+        }
+        let key = match members.peers.get(&from) {
+            Some(peer) if from != self.me => peer.public_key,
+            _ => return Err(refuse(Rejected::UnknownSender)),
+        };
+        let keys = pairs
+            .with(from, &key)
+            .ok_or_else(|| refuse(Rejected::UnknownSender))?;
+        let body = keys.open(bytes).map_err(refuse)?;
+        let window = self.windows.entry(from).or_default();
+        if !window.accept(header.counter) {
+            return Err(refuse(Rejected::Replayed(header.counter)));
+        }
+        let message = wire::decode::<Datagram>(&body)
+            .ok_or_else(|| refuse(Rejected::Malformed("undecodable body")))?;
+        Ok((from, message))
     }
 
     /// The highest counter accepted from each sender: persisted before a mutating call runs,
@@ -193,6 +229,7 @@ impl Screen {
 mod tests {
     use super::*;
     use crate::identity::NodeKey;
+    use crate::wire::Call;
 
     struct World {
         network: NetworkId,
@@ -254,11 +291,29 @@ mod tests {
                 to,
                 counter,
             };
-            envelope::seal(from, header, &wire::encode(&Request::Gossip(vec![1, 2, 3])))
+            envelope::seal(
+                from,
+                header,
+                &wire::encode(&Request::Call(Call::ListDevices)),
+            )
         }
 
         fn peer_envelope(&self, counter: u64) -> Vec<u8> {
             self.envelope(&self.peer, self.me.id(), self.network, counter)
+        }
+
+        /// A datagram sealed by `from` for this node.
+        fn datagram(&self, from: &NodeKey, counter: u64) -> Vec<u8> {
+            let mut pairs = Pairs::new(from.clone(), self.network);
+            pairs
+                .with(self.me.id(), &self.me.public())
+                .expect("valid keys")
+                .seal(
+                    from.id(),
+                    counter,
+                    &wire::encode(&Datagram::Digest([3; 32])),
+                )
+                .expect("fits")
         }
     }
 
@@ -274,7 +329,7 @@ mod tests {
             .accept(&w.peer_envelope(1), w.members())
             .expect("accepted");
         assert_eq!((header.from, header.counter), (w.peer.id(), 1));
-        assert_eq!(request, Request::Gossip(vec![1, 2, 3]));
+        assert_eq!(request, Request::Call(Call::ListDevices));
         assert_eq!(
             why(inbox.accept(&w.peer_envelope(1), w.members())),
             Some(Rejected::Replayed(1))
@@ -353,6 +408,49 @@ mod tests {
         w.removed.insert(w.peer.id());
         assert_eq!(
             why(inbox.accept(&w.peer_envelope(1), w.members())),
+            Some(Rejected::RemovedSender)
+        );
+    }
+
+    #[test]
+    fn a_members_datagram_is_accepted_once_and_shares_the_envelopes_window() {
+        let mut w = world();
+        let mut inbox = Inbox::new(w.network, w.me.id(), &BTreeMap::new());
+        let mut pairs = Pairs::new(w.me.clone(), w.network);
+        let accepted = inbox.accept_datagram(&w.datagram(&w.peer, 5), w.members(), &mut pairs);
+        assert_eq!(accepted, Ok((w.peer.id(), Datagram::Digest([3; 32]))));
+        let again = inbox.accept_datagram(&w.datagram(&w.peer, 5), w.members(), &mut pairs);
+        assert_eq!(again.err().map(|r| r.why), Some(Rejected::Replayed(5)));
+        assert_eq!(
+            why(inbox.accept(&w.peer_envelope(5), w.members())),
+            Some(Rejected::Replayed(5)),
+            "an envelope cannot reuse a datagram's counter"
+        );
+        let refused = |inbox: &mut Inbox, w: &World, bytes: &[u8], pairs: &mut Pairs| {
+            inbox
+                .accept_datagram(bytes, w.members(), pairs)
+                .err()
+                .map(|r| r.why)
+        };
+        let stranger = w.datagram(&w.stranger, 6);
+        assert_eq!(
+            refused(&mut inbox, &w, &stranger, &mut pairs),
+            Some(Rejected::UnknownSender)
+        );
+        let mut claims_peer = stranger.clone();
+        claims_peer[4..20].copy_from_slice(&w.peer.id().0);
+        assert_eq!(
+            refused(&mut inbox, &w, &claims_peer, &mut pairs),
+            Some(Rejected::BadSignature)
+        );
+        assert_eq!(
+            refused(&mut inbox, &w, &w.datagram(&w.me, 7), &mut pairs),
+            Some(Rejected::UnknownSender),
+            "from itself"
+        );
+        w.removed.insert(w.peer.id());
+        assert_eq!(
+            refused(&mut inbox, &w, &w.datagram(&w.peer, 8), &mut pairs),
             Some(Rejected::RemovedSender)
         );
     }

@@ -3,7 +3,8 @@
 //! (`edge/agent/src/cluster/`) owns I/O and passes `now` in.
 //!
 //! - `identity`: node keys and ids; `envelope`: the signed envelope and its replay window;
-//!   `wire`: requests, replies, calls and join messages.
+//!   `datagram`: the sealed datagram for small one-way messages; `wire`: requests, replies,
+//!   datagram bodies, calls and join messages.
 //! - `membership`: foca (SWIM); `lease`: election and the bot lease.
 //! - `shared`: the gossiped state and its merge; `sync`: anti-entropy.
 //! - `inbox`: which inbound envelopes are accepted; `admission`: joins and invite redemption;
@@ -11,6 +12,7 @@
 //!   cluster as a node sees it.
 
 pub mod admission;
+pub mod datagram;
 pub mod envelope;
 pub mod identity;
 pub mod inbox;

@@ -82,7 +82,9 @@ impl Membership {
         config.suspect_to_down_after = timing.suspect_after;
         config.num_indirect_probes = NonZeroUsize::MIN.saturating_add(1);
         config.max_transmissions = NonZeroU8::new(8).unwrap_or(NonZeroU8::MIN);
-        config.max_packet_size = NonZeroUsize::new(1400).unwrap_or(NonZeroUsize::MIN);
+        // A SWIM message rides in a sealed datagram, with a few bytes of `wire::Datagram` framing.
+        config.max_packet_size =
+            NonZeroUsize::new(crate::datagram::MAX_BODY - 8).unwrap_or(NonZeroUsize::MIN);
         config.notify_down_members = true;
         config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
             frequency: Duration::from_secs(5),

@@ -1,5 +1,6 @@
-//! Message bodies carried in signed envelopes (postcard), the join handshake's messages and the
-//! node-to-node calls. This is the cluster's protocol edge: the only serializable cluster types.
+//! Message bodies carried in signed envelopes and sealed datagrams (postcard), the join
+//! handshake's messages and the node-to-node calls. This is the cluster's protocol edge: the only
+//! serializable cluster types.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,18 +8,31 @@ use crate::identity::{NodeId, PublicKey};
 use crate::lease;
 use crate::shared::{OverlayInfo, Shared};
 
-/// What one node asks another.
+/// What one node tells another in a sealed datagram: small, frequent and one-way. Nothing is
+/// answered in the same exchange; a claim's vote is a datagram of its own, and a lost one is
+/// made up by the next round.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub enum Datagram {
+    /// A SWIM message for the membership layer.
+    Gossip(Vec<u8>),
+    Lease(lease::Message),
+    /// The answer to a `Lease` claim.
+    Vote(lease::Vote),
+    /// Anti-entropy's offer: the sender's shared-state digest. A receiver whose state differs
+    /// syncs with the sender over the stream transport (the state does not fit a datagram).
+    Digest([u8; 32]),
+}
+
+/// What one node asks another in a signed envelope over the stream transport, answered in the
+/// same exchange.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// A SWIM datagram for the membership layer.
-    Gossip(Vec<u8>),
     /// Anti-entropy for the shared state: the sender's digest, and its state if the receiver
     /// may not have it.
     Sync {
         digest: [u8; 32],
         shared: Option<Box<Shared>>,
     },
-    Lease(lease::Message),
     Call(Call),
     /// Asks a member to record an invite as redeemed by the joiner `joiner`, so that no other
     /// node admits someone else with it.
@@ -37,17 +51,12 @@ pub struct Reply {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
-    Ack,
     Sync {
         digest: [u8; 32],
         shared: Option<Box<Shared>>,
     },
-    Vote(lease::Vote),
     /// A call's result: an HTTP-like status and a JSON body.
-    Call {
-        status: u16,
-        body: Vec<u8>,
-    },
+    Call { status: u16, body: Vec<u8> },
     /// True if the invite is now recorded as redeemed by the asked-for joiner.
     Consumed(bool),
 }
@@ -278,6 +287,7 @@ mod tests {
     fn garbage_bodies_decode_to_none() {
         for bytes in [&[][..], &[0xff; 3], &[2, 200, 200, 200, 200, 200]] {
             assert!(decode::<Request>(bytes).is_none());
+            assert!(decode::<Datagram>(bytes).is_none());
         }
     }
 }

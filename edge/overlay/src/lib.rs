@@ -4,8 +4,8 @@
 //!
 //! The core is sans-IO: [`router`] (the peer table: demux, anti-spoofing, roaming, hub relay)
 //! and `stack` (router plus smoltcp over bounded queues) take datagrams and time and never
-//! touch a socket. The shell is [`runner`] (the task that owns the UDP socket), `tcp` and
-//! `ping`.
+//! touch a socket. The shell is [`runner`] (the task that owns the UDP socket), `tcp`, `udp`
+//! and `ping`.
 
 mod allowed_ips;
 mod device;
@@ -15,6 +15,7 @@ pub mod router;
 pub mod runner;
 mod stack;
 mod tcp;
+mod udp;
 
 pub use device::MTU;
 pub use keys::{KeyError, PrivateKey, PublicKey};
@@ -22,3 +23,4 @@ pub use router::{Drops, PeerConfig, PeerStatus, RouterError};
 pub use runner::{Overlay, OverlayConfig, Runner, new};
 pub use stack::StackError;
 pub use tcp::{TcpListener, TcpStream};
+pub use udp::UdpSocket;

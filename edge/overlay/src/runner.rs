@@ -17,6 +17,7 @@ use crate::ping;
 use crate::router::{Drops, PeerConfig, PeerStatus, Router, RouterError};
 use crate::stack::Stack;
 use crate::tcp::{TcpListener, TcpStream};
+use crate::udp::UdpSocket as OverlayUdpSocket;
 
 /// Datagrams taken in one go before smoltcp gets to answer them.
 const RECEIVE_BATCH: usize = 64;
@@ -126,6 +127,11 @@ impl Overlay {
     /// Accepts TCP connections on the overlay address, port `port`.
     pub fn listen(&self, port: u16) -> io::Result<TcpListener> {
         TcpListener::bind(Arc::clone(&self.shared), port, LISTEN_BACKLOG)
+    }
+
+    /// A UDP socket on the overlay address, port `port`.
+    pub fn bind_udp(&self, port: u16) -> io::Result<OverlayUdpSocket> {
+        OverlayUdpSocket::bind(Arc::clone(&self.shared), port)
     }
 
     /// One ICMP echo round trip to `destination`.

@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::socket::{icmp, tcp};
+use smoltcp::socket::{icmp, tcp, udp};
 use smoltcp::wire::{HardwareAddress, IpCidr, IpEndpoint};
 
 use crate::device::QueueDevice;
@@ -30,6 +30,9 @@ const TCP_BUFFER: usize = 64 * 1024;
 const MAX_TCP_SOCKETS: usize = 64;
 /// A connection whose data goes unacknowledged this long is given up.
 const TCP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Datagrams (and bytes) a UDP socket buffers each way: bursts of small cluster messages.
+const UDP_PACKETS: usize = 64;
+const UDP_BUFFER: usize = 64 * 1024;
 const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 49_152..=65_535;
 
 pub(crate) struct Datagram {
@@ -322,6 +325,24 @@ impl Stack {
             }
             !done
         });
+    }
+
+    pub(crate) fn udp_bind(&mut self, port: u16) -> Result<SocketHandle, StackError> {
+        let taken = self.sockets.iter().any(|(_, socket)| {
+            matches!(socket, smoltcp::socket::Socket::Udp(udp) if udp.endpoint().port == port)
+        });
+        if taken {
+            return Err(StackError::PortInUse(port));
+        }
+        let buffer = || {
+            udp::PacketBuffer::new(
+                vec![udp::PacketMetadata::EMPTY; UDP_PACKETS],
+                vec![0; UDP_BUFFER],
+            )
+        };
+        let mut socket = udp::Socket::new(buffer(), buffer());
+        socket.bind(port).map_err(|_| StackError::PortInUse(port))?;
+        Ok(self.sockets.add(socket))
     }
 
     pub(crate) fn add_icmp_socket(&mut self, ident: u16) -> SocketHandle {

@@ -141,6 +141,44 @@ async fn two_clients_reach_each_other_through_the_hub() {
 }
 
 #[tokio::test]
+async fn udp_datagrams_cross_the_hub_and_a_port_binds_once() {
+    let (hub, clients) = hub_and_clients(2).await;
+    let at_hub = hub.bind_udp(7300).expect("a free port");
+    assert!(hub.bind_udp(7300).is_err(), "the port is taken");
+    let first = clients[0].bind_udp(7300).expect("a free port");
+    let second = clients[1].bind_udp(7300).expect("a free port");
+    first
+        .try_send_to(b"to the hub", SocketAddrV4::new(overlay_ip(1), 7300))
+        .expect("queued");
+    let (bytes, from) = tokio::time::timeout(DEADLINE, at_hub.recv_from())
+        .await
+        .expect("arrives in time");
+    assert_eq!(
+        (bytes.as_slice(), from),
+        (&b"to the hub"[..], SocketAddrV4::new(overlay_ip(2), 7300))
+    );
+    // The second client greets the hub, so the hub knows where to relay to it.
+    second
+        .try_send_to(b"hello", SocketAddrV4::new(overlay_ip(1), 7300))
+        .expect("queued");
+    tokio::time::timeout(DEADLINE, at_hub.recv_from())
+        .await
+        .expect("arrives in time");
+    first
+        .try_send_to(b"farm to farm", SocketAddrV4::new(overlay_ip(3), 7300))
+        .expect("queued");
+    let (bytes, from) = tokio::time::timeout(DEADLINE, second.recv_from())
+        .await
+        .expect("relayed in time");
+    assert_eq!(
+        (bytes.as_slice(), from),
+        (&b"farm to farm"[..], SocketAddrV4::new(overlay_ip(2), 7300))
+    );
+    drop(at_hub);
+    hub.bind_udp(7300).expect("free again once dropped");
+}
+
+#[tokio::test]
 async fn ping_measures_a_round_trip_and_times_out_on_silence() {
     let (_hub, clients) = hub_and_clients(1).await;
     let first = clients[0]

@@ -1,16 +1,17 @@
-//! Anything on the cluster port's message path: the header screen, the inbox (parse, header
-//! checks, signature, replay window) and the body decoders, which a member's signed message
-//! reaches.
+//! Anything on the cluster port: the envelope path (header screen, inbox: parse, header checks,
+//! signature, replay window), the datagram path (header, pair keys, AEAD, window) and the body
+//! decoders, which a member's signed or sealed message reaches.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
+use constella_cluster::datagram::{self, Pairs};
 use constella_cluster::envelope::{self, NetworkId};
 use constella_cluster::identity::{NodeId, NodeKey};
 use constella_cluster::inbox::{Inbox, Members, Screen};
 use constella_cluster::shared::PeerInfo;
-use constella_cluster::wire::{self, Reply, Request};
+use constella_cluster::wire::{self, Datagram, Reply, Request};
 use libfuzzer_sys::fuzz_target;
 
 /// A node and one member, keyed once: deriving keys per input would dominate the run.
@@ -19,15 +20,20 @@ struct World {
     me: NodeKey,
     peers: BTreeMap<NodeId, PeerInfo>,
     removed: BTreeSet<NodeId>,
+    /// The member's pair keys, derived once.
+    pairs: Mutex<Pairs>,
 }
 
 fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
         let member = NodeKey::from_seed([2; 32]);
+        let me = NodeKey::from_seed([1; 32]);
+        let network = NetworkId([7; 16]);
         World {
-            network: NetworkId([7; 16]),
-            me: NodeKey::from_seed([1; 32]),
+            network,
+            pairs: Mutex::new(Pairs::new(me.clone(), network)),
+            me,
             peers: BTreeMap::from([(
                 member.id(),
                 PeerInfo {
@@ -50,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
         me,
         peers,
         removed,
+        pairs,
     } = world();
     let (network, members) = (*network, || Members { peers, removed });
     let mut screen = Screen::new(network, me.id());
@@ -58,6 +65,10 @@ fuzz_target!(|data: &[u8]| {
     let mut inbox = Inbox::new(network, me.id(), &BTreeMap::new());
     let _ = inbox.accept(data, members());
     let _ = envelope::parse(data);
+    let mut pairs = pairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _ = inbox.accept_datagram(data, members(), &mut pairs);
+    let _ = datagram::parse_header(data);
+    let _ = wire::decode::<Datagram>(data);
     let _ = wire::decode::<Request>(data);
     let _ = wire::decode::<Reply>(data);
 });

@@ -5,6 +5,7 @@
 //! reachable by peers: on the overlay address only when there is an overlay) and returns a
 //! `Handle` for the API plus the tasks to spawn.
 
+mod datagrams;
 mod netstate;
 mod node;
 mod overlay;
@@ -67,14 +68,9 @@ pub(crate) async fn start(
         Arc::new(transport),
         traffic.clone(),
         local,
+        overlay.as_ref().map(|started| &started.overlay),
     )?;
-    let listen_text = node.listen().to_string();
-    let listen: SocketAddr = listen_text.parse().with_context(|| {
-        format!(
-            "{}: listen: {listen_text:?} is not HOST:PORT",
-            dir.join(netstate::STATE_FILE).display()
-        )
-    })?;
+    let listen = node.listen();
     let app = server::router(handle.clone(), traffic, node.screen(), node.rejections());
     let (listen, serve, overlay): (SocketAddr, Task, _) = match overlay {
         // With an overlay the cluster answers only inside it: no cluster port faces the

@@ -1,7 +1,9 @@
 //! The cluster's async shell: one task owns the cores of `constella_cluster` (membership, lease,
-//! inbox, anti-entropy) and the node's state, and reacts to a closed set of events. Every
-//! exchange with a peer runs in its own task with its own deadline, so a hung peer never stalls
-//! the loop. Decisions live in the cores; this file does I/O, the clock and persistence.
+//! inbox, anti-entropy) and the node's state, and reacts to a closed set of events. Small
+//! one-way messages (SWIM, lease claims and votes, digests) go out as sealed datagrams without
+//! waiting; every exchange over the stream transport runs in its own task with its own
+//! deadline, so a hung peer never stalls the loop. Decisions live in the cores; this file does
+//! I/O, the clock and persistence.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use bytes::Bytes;
 use constella_cluster::admission::{self, CheckedJoin, Consumed, Decision};
+use constella_cluster::datagram::{self, Pairs};
 use constella_cluster::envelope::{self, Header, NetworkId};
 use constella_cluster::identity::{NodeId, NodeKey, PublicKey};
 use constella_cluster::inbox::{Inbox, Members, Refused, Screen};
@@ -22,10 +25,11 @@ use constella_cluster::shared::{Enrollment, Invite, PeerInfo, Shared};
 use constella_cluster::sync::AntiEntropy;
 use constella_cluster::table::{self, Sources, Table};
 use constella_cluster::wire::{
-    self, Call, JoinReply, Method, Refusal, Reply, Request, Response, Welcome,
+    self, Call, Datagram, JoinReply, Method, Refusal, Reply, Request, Response, Welcome,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::datagrams::Datagrams;
 use super::netstate::{self, NetworkState, Secrets, Seen};
 use super::rejections::Rejections;
 use super::transport::{MESSAGE_PATH, Traffic, Transport};
@@ -216,8 +220,13 @@ struct Signer {
 }
 
 impl Signer {
+    /// The next message counter: envelopes and datagrams draw from one sequence.
+    fn next_counter(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     fn seal(&self, to: NodeId, body: &[u8]) -> (u64, Vec<u8>) {
-        let counter = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let counter = self.next_counter();
         let header = Header {
             network: self.network,
             from: self.key.id(),
@@ -239,6 +248,11 @@ pub(crate) struct Node {
     membership: Membership,
     lease: Lease,
     inbox: Inbox,
+    /// Keys for the sealed datagrams, one pair per member.
+    pairs: Pairs,
+    datagrams: Datagrams,
+    /// The listen address from the state file.
+    listen: std::net::SocketAddr,
     sync: AntiEntropy,
     /// When each peer's last authenticated message arrived (see `table::HEARD_FOR`).
     heard: BTreeMap<NodeId, Instant>,
@@ -268,12 +282,15 @@ impl Node {
     /// Loads the state directory and reserves a fresh range of message counters (saved before
     /// any message is sent, so a restart never reuses a counter). The receiver tells the agent
     /// when to run the bot.
+    /// The cluster's datagram socket is bound here, on the listen port: inside the overlay
+    /// when there is one.
     pub(crate) fn open(
         dir: PathBuf,
         settings: Settings,
         transport: Arc<dyn Transport>,
         traffic: Arc<Traffic>,
         local: LocalCall,
+        overlay: Option<&constella_overlay::Overlay>,
     ) -> anyhow::Result<(Handle, Node, watch::Receiver<Option<BotTurn>>)> {
         let (mut state, secrets) = netstate::load(&dir)?;
         let start = state.counter_reserved;
@@ -309,6 +326,14 @@ impl Node {
         };
         let lease = Lease::new(me, settings.lease, state.bot_lease, now, run);
         let inbox = Inbox::new(network, me, &state.replay_floor);
+        let listen = state.listen.parse().with_context(|| {
+            format!(
+                "{}: listen: {:?} is not HOST:PORT",
+                dir.join(netstate::STATE_FILE).display(),
+                state.listen
+            )
+        })?;
+        let datagrams = Datagrams::bind(listen, overlay)?;
         let (events_tx, events) = mpsc::channel(1024);
         let (bot, turns) = watch::channel(None);
         let table = watch::channel(state.shared()).0;
@@ -317,6 +342,9 @@ impl Node {
             state,
             secrets,
             me,
+            pairs: Pairs::new(key.clone(), network),
+            datagrams,
+            listen,
             signer: Signer {
                 key,
                 network,
@@ -344,8 +372,10 @@ impl Node {
         Ok((Handle { events: events_tx }, node, turns))
     }
 
-    pub(crate) fn listen(&self) -> &str {
-        &self.state.listen
+    /// Where peers reach this node: the cluster port (TCP for the stream transport, UDP for
+    /// datagrams).
+    pub(crate) fn listen(&self) -> std::net::SocketAddr {
+        self.listen
     }
 
     /// The listener's screen, kept in step with the member table.
@@ -395,6 +425,7 @@ impl Node {
             self.membership.announce(peer, now);
         }
         self.flush_membership();
+        let mut buffer = [0u8; datagram::MAX_LEN + 1];
         loop {
             // Every timer is a deadline of a core or of the shell; with none due the loop
             // sleeps until an event arrives.
@@ -412,6 +443,9 @@ impl Node {
                     Some(event) => self.handle(event, Instant::now()),
                     None => break,
                 },
+                bytes = self.datagrams.recv(&mut buffer) => {
+                    self.receive_datagram(&bytes, Instant::now());
+                }
                 () = sleep_until(wake) => {}
             }
             self.tick(Instant::now());
@@ -429,7 +463,8 @@ impl Node {
         self.flush_lease();
         let others: Vec<NodeId> = self.others().collect();
         if let Some(peer) = self.sync.handle_timeout(now, &others) {
-            self.sync_with(peer);
+            let digest = self.state.shared().digest();
+            self.send_datagram(peer, &Datagram::Digest(digest));
         }
         if self.dirty && now >= self.next_persist {
             // Failures are reported inside and retried at the next deadline.
@@ -452,9 +487,6 @@ impl Node {
                         let _ = reply.send(Some(self.answer(header, response)));
                     }
                     Some(Served::Later(header, call)) => self.spawn_call(header, call, reply),
-                    Some(Served::Silent) => {
-                        let _ = reply.send(Some(Vec::new()));
-                    }
                     None => {
                         let _ = reply.send(None);
                     }
@@ -467,17 +499,13 @@ impl Node {
                 refused,
             } => self.finish_join(*pending, granted, refused, now),
             Event::Answer { from, response } => match response {
-                Response::Vote(vote) => {
-                    self.lease.handle_vote(from, vote, now);
-                    self.flush_lease();
-                }
                 Response::Sync { digest, shared } => {
                     self.sync.heard(from, digest);
                     if let Some(shared) = shared {
                         self.merge(&shared, now);
                     }
                 }
-                Response::Ack | Response::Call { .. } | Response::Consumed(_) => {}
+                Response::Call { .. } | Response::Consumed(_) => {}
             },
             Event::Command(command) => self.command(command, now),
             Event::Bot(BotEvent::Offset { epoch, offset }) => {
@@ -501,42 +529,54 @@ impl Node {
         }
     }
 
-    /// Lets an inbound envelope through the inbox; a member heard from is evidence of life.
+    /// Lets an inbound envelope through the inbox.
     fn accept(&mut self, bytes: &[u8], now: Instant) -> Result<(Header, Request), Refused> {
         let members = Members {
             peers: &self.state.peers.0,
             removed: &self.state.removed,
         };
         let (header, request) = self.inbox.accept(bytes, members)?;
-        let previous = self.heard.insert(header.from, now);
-        let known_live = self.membership.live().any(|id| id == header.from);
-        let announce_due = previous.is_none_or(|at| now.duration_since(at) > table::HEARD_FOR);
-        if !known_live && announce_due {
-            self.membership.announce(header.from, now);
-            self.flush_membership();
-        }
-        let seen = self.state.peers.1.entry(header.from).or_default();
-        seen.last_seen = Some(unix_now());
-        self.dirty = true;
+        self.heard_from(header.from, now);
         Ok((header, request))
     }
 
-    fn serve(&mut self, header: Header, request: Request, now: Instant) -> Option<Served> {
-        let response = match request {
-            Request::Gossip(bytes) => {
-                // SWIM answers with messages of its own (ack for ping), so the exchange itself
-                // needs no signed reply: that halves the envelopes membership costs.
+    /// A member heard from is evidence of life.
+    fn heard_from(&mut self, from: NodeId, now: Instant) {
+        let previous = self.heard.insert(from, now);
+        let known_live = self.membership.live().any(|id| id == from);
+        let announce_due = previous.is_none_or(|at| now.duration_since(at) > table::HEARD_FOR);
+        if !known_live && announce_due {
+            self.membership.announce(from, now);
+            self.flush_membership();
+        }
+        let seen = self.state.peers.1.entry(from).or_default();
+        seen.last_seen = Some(unix_now());
+        self.dirty = true;
+    }
+
+    /// A datagram from the cluster port: through the inbox, then to its core.
+    fn receive_datagram(&mut self, bytes: &[u8], now: Instant) {
+        self.traffic
+            .received
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let members = Members {
+            peers: &self.state.peers.0,
+            removed: &self.state.removed,
+        };
+        let (from, message) = match self.inbox.accept_datagram(bytes, members, &mut self.pairs) {
+            Ok(accepted) => accepted,
+            Err(Refused { from, why }) => {
+                self.rejections.note(why.code(), from, &why);
+                return;
+            }
+        };
+        self.heard_from(from, now);
+        match message {
+            Datagram::Gossip(bytes) => {
                 self.membership.handle_data(&bytes, now);
                 self.flush_membership();
-                return Some(Served::Silent);
             }
-            Request::Sync { digest, shared } => {
-                if let Some(shared) = shared {
-                    self.merge(&shared, now);
-                }
-                self.sync.answer(header.from, digest, &self.state.shared())
-            }
-            Request::Lease(lease::Message::Claim {
+            Datagram::Lease(lease::Message::Claim {
                 epoch,
                 round,
                 offset,
@@ -546,14 +586,58 @@ impl Node {
                     round,
                     offset,
                 };
-                let vote = self.lease.handle_claim(header.from, claim, now);
+                let vote = self.lease.handle_claim(from, claim, now);
                 self.flush_lease();
-                Response::Vote(vote)
+                self.send_datagram(from, &Datagram::Vote(vote));
             }
-            Request::Lease(lease::Message::Release { epoch, offset }) => {
-                self.lease.handle_release(header.from, epoch, offset, now);
+            Datagram::Lease(lease::Message::Release { epoch, offset }) => {
+                self.lease.handle_release(from, epoch, offset, now);
                 self.flush_lease();
-                Response::Ack
+            }
+            Datagram::Vote(vote) => {
+                self.lease.handle_vote(from, vote, now);
+                self.flush_lease();
+            }
+            Datagram::Digest(digest) => {
+                self.sync.heard(from, digest);
+                if digest != self.state.shared().digest() {
+                    // The states differ: exchange them over the stream transport.
+                    self.sync_with(from);
+                }
+            }
+        }
+    }
+
+    /// Seals `message` for `to` and sends it without waiting.
+    fn send_datagram(&mut self, to: NodeId, message: &Datagram) {
+        let Some(peer) = self.state.peers.0.get(&to) else {
+            return;
+        };
+        let Some(keys) = self.pairs.with(to, &peer.public_key) else {
+            tracing::debug!(to = ?to, "no datagram keys for this member's key");
+            return;
+        };
+        let counter = self.signer.next_counter();
+        let Some(bytes) = keys.seal(self.me, counter, &wire::encode(message)) else {
+            tracing::warn!(to = ?to, "cluster datagram too large; not sent");
+            return;
+        };
+        let length = bytes.len() as u64;
+        match self.datagrams.send(&peer.addr, bytes) {
+            Ok(()) => {
+                self.traffic.sent.fetch_add(length, Ordering::Relaxed);
+            }
+            Err(error) => tracing::trace!(to = ?to, %error, "cluster datagram not sent"),
+        }
+    }
+
+    fn serve(&mut self, header: Header, request: Request, now: Instant) -> Option<Served> {
+        let response = match request {
+            Request::Sync { digest, shared } => {
+                if let Some(shared) = shared {
+                    self.merge(&shared, now);
+                }
+                self.sync.answer(header.from, digest, &self.state.shared())
             }
             Request::Consume { invite_id, joiner } => {
                 Response::Consumed(self.consume(&invite_id, joiner))
@@ -700,18 +784,8 @@ impl Node {
 
     fn flush_membership(&mut self) {
         while let Some((to, bytes)) = self.membership.poll_transmit() {
-            if !self.state.removed.contains(&to)
-                && let Some(peer) = self.state.peers.0.get(&to)
-            {
-                let (_, envelope) = self.signer.seal(to, &wire::encode(&Request::Gossip(bytes)));
-                let send =
-                    self.transport
-                        .exchange(&peer.addr, MESSAGE_PATH, envelope, EXCHANGE_TIMEOUT);
-                tokio::spawn(async move {
-                    if let Err(e) = send.await {
-                        tracing::trace!(to = ?to, error = %e, "gossip not delivered");
-                    }
-                });
+            if !self.state.removed.contains(&to) {
+                self.send_datagram(to, &Datagram::Gossip(bytes));
             }
         }
         while let Some(change) = self.membership.poll_change() {
@@ -732,7 +806,7 @@ impl Node {
             match output {
                 Output::Broadcast(message) => {
                     for to in self.others().collect::<Vec<_>>() {
-                        self.send_and_feed(to, Request::Lease(message));
+                        self.send_datagram(to, &Datagram::Lease(message));
                     }
                 }
                 Output::StartBot { epoch, offset } => {
@@ -827,6 +901,7 @@ impl Node {
         );
         self.state.set_shared(shared);
         self.inbox.forget(&self.state.removed);
+        self.pairs.forget(&self.state.removed);
         for id in new_peers {
             self.membership.announce(id, now);
         }
@@ -946,6 +1021,7 @@ impl Node {
             return Err(format!("cannot save the removal: {error}"));
         }
         self.inbox.forget(&self.state.removed);
+        self.pairs.forget(&self.state.removed);
         self.push_all();
         tracing::info!(peer = %name, "removed from the network");
         Ok(())
@@ -1140,8 +1216,6 @@ fn refuse_join(reply: oneshot::Sender<Vec<u8>>, refusal: Refusal) {
 enum Served {
     Now(Header, Response),
     Later(Header, Call),
-    /// One-way: the HTTP answer carries no envelope.
-    Silent,
 }
 
 struct Expect {
