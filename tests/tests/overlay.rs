@@ -36,7 +36,12 @@ fn alive(node: &Node<'_>) -> usize {
 }
 
 /// A hub on the public network and two NAT'd farms joined from one link each, all alive.
-fn hub_and_two_farms<'a>(lab: &NatLab, dirs: &'a [PathBuf]) -> (Node<'a>, Vec<Node<'a>>) {
+/// `farm_bot` is the farms' bot token (the hub never has one).
+fn hub_and_two_farms<'a>(
+    lab: &NatLab,
+    dirs: &'a [PathBuf],
+    farm_bot: Option<&str>,
+) -> (Node<'a>, Vec<Node<'a>>) {
     let mut hub = Node::at(lab.hub_ns(), NatLab::HUB_ADDR.into(), "hub", &dirs[0], "");
     let public = hub.public_addr();
     let (ok, out) = hub.enroll_with(
@@ -64,7 +69,7 @@ fn hub_and_two_farms<'a>(lab: &NatLab, dirs: &'a [PathBuf]) -> (Node<'a>, Vec<No
         );
         let mut farm = Node::at(lab.farm_ns(i), lab.farm_addr(i), name, &dirs[i], "");
         // One link and nothing else: no --public-addr, no keys, no addresses.
-        let (ok, out) = farm.enroll_with("join", &["--join", &link], None, i as u32 + 1);
+        let (ok, out) = farm.enroll_with("join", &["--join", &link], farm_bot, i as u32 + 1);
         let hub_log = hub.agent.as_ref().map(|a| a.output()).unwrap_or_default();
         assert!(ok, "{name} joins: {out}\nthe hub's log:\n{hub_log}");
         farm.start();
@@ -105,7 +110,7 @@ fn farms_behind_nat_join_from_one_link_and_reach_each_other_through_the_hub() {
     let lab = NatLab::new(2);
     let scratch = Scratch::new("overlay-nat");
     let dirs = node_dirs(&scratch);
-    let (hub, farms) = hub_and_two_farms(&lab, &dirs);
+    let (hub, farms) = hub_and_two_farms(&lab, &dirs, None);
 
     // Each farm got an overlay address and its cluster address is on it.
     let rows = hub.nodes()["nodes"].as_array().cloned().unwrap_or_default();
@@ -220,7 +225,7 @@ fn a_standard_wireguard_device_from_add_device_reaches_a_farm_through_the_hub_un
     let lab = NatLab::new(2);
     let scratch = Scratch::new("overlay-device");
     let dirs = node_dirs(&scratch);
-    let (hub, farms) = hub_and_two_farms(&lab, &dirs);
+    let (hub, farms) = hub_and_two_farms(&lab, &dirs, None);
 
     // Any node admits the device; the private key never leaves the command.
     let (ok, config) =
@@ -361,4 +366,42 @@ fn a_standard_wireguard_device_from_add_device_reaches_a_farm_through_the_hub_un
     );
     drop(farms);
     drop(hub);
+}
+
+#[test]
+fn the_bot_lease_held_by_a_farm_behind_nat_moves_to_the_other_farm_when_it_dies() {
+    let lab = NatLab::new(2);
+    let scratch = Scratch::new("overlay-lease");
+    let dirs = node_dirs(&scratch);
+    // Only the farms can host the bot, so the lease lives behind NAT, and every claim and vote
+    // between the farms is relayed by the hub.
+    let (hub, mut farms) = hub_and_two_farms(&lab, &dirs, Some("111:bot"));
+    let holder = |node: &Node<'_>| {
+        let table = node.nodes();
+        let name = table["lease_holder"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (
+            name,
+            table["epoch"].as_u64().unwrap_or(0),
+            table["bot_running"] == true,
+        )
+    };
+    wait_until("farm1 holds the lease and everyone knows it", || {
+        holder(&farms[0]).0 == "farm1"
+            && holder(&farms[0]).2
+            && holder(&farms[1]).0 == "farm1"
+            && holder(&hub).0 == "farm1"
+    });
+    let epoch = holder(&farms[0]).1;
+    assert!(!holder(&farms[1]).2 && !holder(&hub).2, "one bot only");
+
+    farms[0].kill();
+    wait_until("farm2 takes the lease over with a higher epoch", || {
+        let (name, new_epoch, running) = holder(&farms[1]);
+        name == "farm2" && new_epoch > epoch && running
+    });
+    wait_until("the hub sees farm2 hold it", || holder(&hub).0 == "farm2");
+    assert!(!holder(&hub).2, "the hub never runs the bot");
 }
