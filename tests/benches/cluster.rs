@@ -7,6 +7,9 @@
 //! - control traffic: bytes on each node's interface (everything it sends and receives:
 //!   IP, TCP, HTTP and the signed envelopes) over a quiet minute, per node per day, at 3, 10 and
 //!   50 nodes;
+//! - control traffic with the overlay: a hub on a public network and NAT'd farms joined from
+//!   one link each; bytes on each namespace's interface (UDP, WireGuard and IP headers
+//!   included) over a quiet minute, per node per day, at 3 and 10 nodes;
 //! - idle cost: wake-ups per second and CPU of each node over a quiet window, for one and three
 //!   nodes, with and without bot tokens (the bot long-polls a local Bot API server).
 
@@ -14,6 +17,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use constella_tests::lab::{Lab, Node, start_network};
+use constella_tests::nat::{NatLab, overlay_network};
 use constella_tests::telegram::FakeTelegram;
 use constella_tests::{Scratch, Switches, cpu_seconds, wait_until};
 
@@ -22,7 +26,7 @@ const FAILOVER_RUNS: usize = 20;
 const TRAFFIC_WINDOW: Duration = Duration::from_secs(60);
 const IDLE_WINDOW: Duration = Duration::from_secs(30);
 
-/// `cargo bench -p constella-tests --bench cluster [-- failover|traffic|idle|SIZE…]`.
+/// `cargo bench -p constella-tests --bench cluster [-- failover|traffic|overlay|idle|SIZE…]`.
 fn main() {
     let wanted = constella_tests::bench_parts();
     let run = |part: &str| wanted.is_empty() || wanted.iter().any(|w| w == part);
@@ -33,6 +37,11 @@ fn main() {
         for size in [1, 3] {
             idle(size, None);
             idle(size, Some(TOKEN));
+        }
+    }
+    if run("overlay") {
+        for size in [3, 10] {
+            overlay_traffic(size);
         }
     }
     if run("traffic") || wanted.iter().any(|w| w.parse::<usize>().is_ok()) {
@@ -135,13 +144,7 @@ fn median_max(samples: &mut [Duration]) -> (Duration, Duration) {
 
 /// Bytes through a node's interface so far (received + sent).
 fn interface_bytes(lab: &Lab, i: usize) -> u64 {
-    let out = std::process::Command::new("ip")
-        .args(["-n", &lab.ns(i), "-j", "-s", "link", "show", "eth0"])
-        .output()
-        .expect("ip");
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j");
-    let stats = &json[0]["stats64"];
-    stats["rx"]["bytes"].as_u64().unwrap_or(0) + stats["tx"]["bytes"].as_u64().unwrap_or(0)
+    namespace_bytes(&lab.ns(i))
 }
 
 fn traffic(size: usize) {
@@ -187,6 +190,56 @@ fn traffic(size: usize) {
     for node in &mut nodes {
         node.kill();
     }
+}
+
+/// Idle traffic of an overlay network: `size - 1` farms behind NAT and the hub, which holds the
+/// lease (a VPS is where the leader belongs) and relays everything between farms.
+fn overlay_traffic(size: usize) {
+    let lab = NatLab::new(size - 1);
+    let scratch = Scratch::new("bench-overlay-traffic");
+    let dirs: Vec<_> = (0..size).map(|i| scratch.0.join(format!("n{i}"))).collect();
+    let extra = "[cluster]\nbot_api = \"http://127.0.0.1:9\"\n";
+    let mut nodes = overlay_network(&lab, &dirs, &names(size), extra, (Some(TOKEN), Some(TOKEN)));
+    wait_until("the hub holds the lease", || {
+        holder(&nodes[0]).as_deref() == Some("n1")
+    });
+    let namespaces: Vec<String> = std::iter::once(lab.hub_ns())
+        .chain((1..size).map(|i| lab.farm_ns(i)))
+        .collect();
+    let before: Vec<u64> = namespaces.iter().map(|ns| namespace_bytes(ns)).collect();
+    let start = Instant::now();
+    std::thread::sleep(TRAFFIC_WINDOW);
+    let seconds = start.elapsed().as_secs_f64();
+    let moved: Vec<u64> = namespaces
+        .iter()
+        .zip(&before)
+        .map(|(ns, b)| namespace_bytes(ns) - b)
+        .collect();
+    let per_day = |bytes: u64| bytes as f64 / seconds * 86_400.0 / 1e6;
+    let farms = &moved[1..];
+    let farm_mean = farms.iter().sum::<u64>() / farms.len() as u64;
+    let busiest_farm = farms.iter().copied().max().unwrap_or(0);
+    println!(
+        "| Control traffic with the overlay, {size} nodes (hub + {} NAT'd farms), idle ({seconds:.0} s measured) | a farm {:.1} MB per day on the wire (busiest farm {:.1}); the hub, lease holder and relay, {:.1} MB/day | — | — |",
+        size - 1,
+        per_day(farm_mean),
+        per_day(busiest_farm),
+        per_day(moved[0]),
+    );
+    for node in &mut nodes {
+        node.kill();
+    }
+}
+
+/// Bytes through `eth0` in namespace `ns` so far (received + sent).
+fn namespace_bytes(ns: &str) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "-j", "-s", "link", "show", "eth0"])
+        .output()
+        .expect("ip");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j");
+    let stats = &json[0]["stats64"];
+    stats["rx"]["bytes"].as_u64().unwrap_or(0) + stats["tx"]["bytes"].as_u64().unwrap_or(0)
 }
 
 fn control_bytes(node: &Node) -> u64 {

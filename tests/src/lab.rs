@@ -14,6 +14,19 @@ pub struct Lab {
     nodes: usize,
 }
 
+/// Runs `make` in the network namespace `ns` (on a thread of its own, which `setns` moves); a
+/// socket made there keeps its namespace wherever it is used later.
+pub fn in_netns<T: Send + 'static>(ns: &str, make: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).expect("open the namespace");
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        make()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
 pub fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(
@@ -106,14 +119,7 @@ impl Lab {
     /// Runs `make` in the bridge namespace (on a thread of its own, which `setns` moves), for
     /// sockets that must live there; a socket keeps its namespace wherever it is used later.
     pub fn in_bridge<T: Send + 'static>(&self, make: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.bridge());
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).expect("open the bridge namespace");
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            make()
-        })
-        .join()
-        .expect("namespace thread")
+        in_netns(&self.bridge(), make)
     }
 
     pub fn bridge(&self) -> String {

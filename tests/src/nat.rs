@@ -3,9 +3,11 @@
 //! (iptables MASQUERADE) and forwards nothing inbound but replies, as a mobile or rural router
 //! does. Farms have no route to each other's LAN.
 
+use std::path::PathBuf;
 use std::process::Command;
 
-use crate::lab::ip;
+use crate::lab::{Node, ip};
+use crate::wait_until;
 
 /// The namespaces of a NAT lab, deleted on drop.
 pub struct NatLab {
@@ -216,6 +218,68 @@ impl NatLab {
     pub fn router_wan(&self, i: usize) -> String {
         format!("10.99.0.{}", 100 + i)
     }
+}
+
+/// Members a node sees alive.
+pub fn alive(node: &Node<'_>) -> usize {
+    node.nodes()["nodes"].as_array().map_or(0, |rows| {
+        rows.iter().filter(|r| r["status"] == "alive").count()
+    })
+}
+
+/// An overlay network in `lab`: the hub (`names[0]`, priority 1, `hub_bot`) initialised on the
+/// public network, then farm `i` (`names[i]`, priority `i + 1`, `farm_bot`) joined from one
+/// link each, with no public address; returned once every node sees every node alive. `extra`
+/// goes into every config file.
+pub fn overlay_network<'a>(
+    lab: &NatLab,
+    dirs: &'a [PathBuf],
+    names: &[&'static str],
+    extra: &str,
+    (hub_bot, farm_bot): (Option<&str>, Option<&str>),
+) -> Vec<Node<'a>> {
+    let mut hub = Node::at(
+        lab.hub_ns(),
+        NatLab::HUB_ADDR.into(),
+        names[0],
+        &dirs[0],
+        extra,
+    );
+    let public = hub.public_addr();
+    let init = [
+        "--owner",
+        "@farm_owner",
+        "--public-addr",
+        &public,
+        "--vpn-mode",
+        "hub",
+    ];
+    let (ok, out) = hub.enroll_with("init", &init, hub_bot, 1);
+    assert!(ok, "init the hub: {out}");
+    hub.start();
+    let mut nodes = vec![hub];
+    for (i, name) in names.iter().enumerate().skip(1) {
+        let link = nodes[0].invite("15m");
+        assert!(
+            link.contains(&format!("hub={}:51820", NatLab::HUB_ADDR)),
+            "the link names the hub: {link}"
+        );
+        let mut farm = Node::at(lab.farm_ns(i), lab.farm_addr(i), name, &dirs[i], extra);
+        // One link and nothing else: no --public-addr, no keys, no addresses.
+        let (ok, out) = farm.enroll_with("join", &["--join", &link], farm_bot, i as u32 + 1);
+        let hub_log = nodes[0]
+            .agent
+            .as_ref()
+            .map(|a| a.output())
+            .unwrap_or_default();
+        assert!(ok, "{name} joins: {out}\nthe hub's log:\n{hub_log}");
+        farm.start();
+        nodes.push(farm);
+    }
+    wait_until("every node sees every node alive", || {
+        nodes.iter().all(|node| alive(node) == names.len())
+    });
+    nodes
 }
 
 impl Drop for NatLab {

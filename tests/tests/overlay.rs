@@ -6,10 +6,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519;
 use constella_api::overlay::{OverlayPath, OverlayStatus};
 use constella_api::routes;
-use constella_tests::lab::Node;
-use constella_tests::nat::NatLab;
+use constella_overlay::{PrivateKey, PublicKey};
+use constella_tests::lab::{Node, in_netns};
+use constella_tests::nat::{NatLab, overlay_network};
 use constella_tests::{Proc, Scratch, round_trip, wait_until};
 use std::path::Path;
 
@@ -29,12 +32,6 @@ fn in_ns(ns: &str, command: &[&str]) -> (bool, String) {
     )
 }
 
-fn alive(node: &Node<'_>) -> usize {
-    node.nodes()["nodes"].as_array().map_or(0, |rows| {
-        rows.iter().filter(|r| r["status"] == "alive").count()
-    })
-}
-
 /// A hub on the public network and two NAT'd farms joined from one link each, all alive.
 /// `farm_bot` is the farms' bot token (the hub never has one).
 fn hub_and_two_farms<'a>(
@@ -42,43 +39,9 @@ fn hub_and_two_farms<'a>(
     dirs: &'a [PathBuf],
     farm_bot: Option<&str>,
 ) -> (Node<'a>, Vec<Node<'a>>) {
-    let mut hub = Node::at(lab.hub_ns(), NatLab::HUB_ADDR.into(), "hub", &dirs[0], "");
-    let public = hub.public_addr();
-    let (ok, out) = hub.enroll_with(
-        "init",
-        &[
-            "--owner",
-            "@farm_owner",
-            "--public-addr",
-            &public,
-            "--vpn-mode",
-            "hub",
-        ],
-        None,
-        1,
-    );
-    assert!(ok, "init the hub: {out}");
-    hub.start();
-
-    let mut farms = Vec::new();
-    for (i, name) in [(1, "farm1"), (2, "farm2")] {
-        let link = hub.invite("15m");
-        assert!(
-            link.contains(&format!("hub={}:51820", NatLab::HUB_ADDR)),
-            "the link names the hub: {link}"
-        );
-        let mut farm = Node::at(lab.farm_ns(i), lab.farm_addr(i), name, &dirs[i], "");
-        // One link and nothing else: no --public-addr, no keys, no addresses.
-        let (ok, out) = farm.enroll_with("join", &["--join", &link], farm_bot, i as u32 + 1);
-        let hub_log = hub.agent.as_ref().map(|a| a.output()).unwrap_or_default();
-        assert!(ok, "{name} joins: {out}\nthe hub's log:\n{hub_log}");
-        farm.start();
-        farms.push(farm);
-    }
-    wait_until("every node sees every node alive", || {
-        alive(&hub) == 3 && farms.iter().all(|farm| alive(farm) == 3)
-    });
-    (hub, farms)
+    let mut nodes = overlay_network(lab, dirs, &["hub", "farm1", "farm2"], "", (None, farm_bot));
+    let hub = nodes.remove(0);
+    (hub, nodes)
 }
 
 fn node_dirs(scratch: &Scratch) -> Vec<PathBuf> {
@@ -404,4 +367,150 @@ fn the_bot_lease_held_by_a_farm_behind_nat_moves_to_the_other_farm_when_it_dies(
     });
     wait_until("the hub sees farm2 hold it", || holder(&hub).0 == "farm2");
     assert!(!holder(&hub).2, "the hub never runs the bot");
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A handshake initiation from `key` to `hub`, as any WireGuard client makes it.
+fn initiation(key: &PrivateKey, hub: &PublicKey) -> Vec<u8> {
+    let mut tunnel = Tunn::new(
+        x25519::StaticSecret::from(key.to_bytes()),
+        x25519::PublicKey::from(*hub.as_bytes()),
+        None,
+        None,
+        rand_index(),
+        None,
+    );
+    let mut out = vec![0; 256];
+    match tunnel.format_handshake_initiation(&mut out, true) {
+        TunnResult::WriteToNetwork(bytes) => bytes.to_vec(),
+        other => panic!("no initiation: {other:?}"),
+    }
+}
+
+fn rand_index() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.subsec_nanos())
+}
+
+#[test]
+fn a_replayed_handshake_is_ignored_and_floods_leave_the_hub_serving_with_flat_memory() {
+    let lab = NatLab::new(2);
+    let scratch = Scratch::new("overlay-flood");
+    let dirs = node_dirs(&scratch);
+    let (hub, farms) = hub_and_two_farms(&lab, &dirs, None);
+    let (ok, config) =
+        farms[0].command(&["wg", "add-device", "probe", "--config", &farms[0].config()]);
+    assert!(ok, "wg add-device: {config}");
+    let field = |name: &str| {
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {config}"))
+            .to_string()
+    };
+    let device = PrivateKey::from_base64(&field("PrivateKey = ")).expect("a private key");
+    let hub_key = PublicKey::from_base64(&field("PublicKey = ")).expect("the hub's key");
+    wait_until("the hub makes the device a peer", || {
+        overlay(&hub)
+            .peers
+            .iter()
+            .any(|p| p.name.as_deref() == Some("probe"))
+    });
+
+    // A genuine initiation is answered once; the same bytes again are a replay (their TAI64N
+    // timestamp is not newer) and get nothing.
+    let outsider = lab.outsider_ns(lab.add_outsider());
+    let socket = in_netns(&outsider, || {
+        std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket")
+    });
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .expect("timeout");
+    let hub_wg = format!("{}:51820", NatLab::HUB_ADDR);
+    let hello = initiation(&device, &hub_key);
+    socket.send_to(&hello, &hub_wg).expect("send");
+    let mut answer = [0u8; 256];
+    let (length, _) = socket.recv_from(&mut answer).expect("the hub answers");
+    assert_eq!((length, answer[0]), (92, 2), "a handshake response");
+    let rejected = overlay(&hub).drops.rejected;
+    socket.send_to(&hello, &hub_wg).expect("send");
+    assert!(
+        socket.recv_from(&mut answer).is_err(),
+        "a replayed initiation gets no answer"
+    );
+    wait_until("the hub counts the replay", || {
+        overlay(&hub).drops.rejected > rejected
+    });
+
+    // Floods: garbage of every size and initiations from keys nobody admitted. Meanwhile and
+    // after, a farm still calls the other through the hub, and the hub's memory stays flat.
+    let hub_pid = hub.agent.as_ref().expect("running").pid();
+    let rss_before = rss_kib(hub_pid);
+    let strangers: Vec<Vec<u8>> = (0..2_000)
+        .map(|_| initiation(&PrivateKey::generate(), &hub_key))
+        .collect();
+    let flood = std::thread::spawn({
+        let socket = socket.try_clone().expect("a second handle");
+        let hub_wg = hub_wg.clone();
+        move || {
+            let garbage: Vec<u8> = (0..1500u32).map(|i| (i * 7 + 3) as u8).collect();
+            // Paced a little (about 10,000 datagrams a second), so that the hub, not the
+            // kernel's socket buffer, is what meets the flood.
+            let pace = || std::thread::sleep(std::time::Duration::from_millis(2));
+            for round in 0..20 {
+                for (n, size) in (1..1500).step_by(3).enumerate() {
+                    let _ = socket.send_to(&garbage[..size], &hub_wg);
+                    if n % 20 == 19 {
+                        pace();
+                    }
+                }
+                for (n, hello) in strangers[round * 100..(round + 1) * 100].iter().enumerate() {
+                    let _ = socket.send_to(hello, &hub_wg);
+                    if n % 20 == 19 {
+                        pace();
+                    }
+                }
+            }
+        }
+    });
+    let during = farms[0].api("GET", "/api/v1/nodes/farm2/devices");
+    assert!(
+        during["devices"].is_array(),
+        "farm1 → farm2 during: {during}"
+    );
+    flood.join().expect("the flood ran");
+    // The kernel may drop what overflows the hub's socket buffer on a busy machine; thousands
+    // still reach the hub.
+    let reached = |drops: &constella_api::overlay::OverlayDrops| {
+        drops.malformed >= 2_000 && drops.unknown_peer + drops.cookies_sent >= 400
+    };
+    let mut drops = overlay(&hub).drops;
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until("the flood to reach the hub", || {
+            drops = overlay(&hub).drops;
+            reached(&drops)
+        });
+    }));
+    assert!(waited.is_ok(), "the flood reached the hub: {drops:?}");
+    let after = farms[0].api("GET", "/api/v1/nodes/farm2/devices");
+    assert!(after["devices"].is_array(), "farm1 → farm2 after: {after}");
+    let rss_after = rss_kib(hub_pid);
+    assert!(
+        rss_after < rss_before + 4 * 1024,
+        "hub RSS {rss_before} KiB before, {rss_after} KiB after the flood"
+    );
+    eprintln!(
+        "hub RSS {rss_before} → {rss_after} KiB; drops {:?}",
+        overlay(&hub).drops
+    );
 }
