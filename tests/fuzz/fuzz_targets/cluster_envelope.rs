@@ -65,7 +65,9 @@ fuzz_target!(|data: &[u8]| {
     let mut inbox = Inbox::new(network, me.id(), &BTreeMap::new());
     let _ = inbox.accept(data, members());
     let _ = envelope::parse(data);
-    let mut pairs = pairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut pairs = pairs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let _ = inbox.accept_datagram(data, members(), &mut pairs);
     let _ = datagram::parse_header(data);
     let _ = wire::decode::<Datagram>(data);
