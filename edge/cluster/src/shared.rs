@@ -184,6 +184,16 @@ impl Shared {
                 "a device named {name:?} exists; remove it first (wg remove-device {name})"
             ));
         }
+        // `wg show`, the API and the bot name nodes and devices side by side.
+        if self
+            .peers
+            .values()
+            .any(|p| crate::names::same(&p.name, name))
+        {
+            return Err(format!(
+                "a node is named {name:?}; a device needs a name of its own"
+            ));
+        }
         let taken = self.live_devices().map(|(_, d)| d.public_key).chain(
             self.peers
                 .values()
@@ -560,6 +570,12 @@ mod tests {
         assert!(
             shared.add_device("Tablet", [8; 32], 10).is_err(),
             "bad name"
+        );
+        assert!(
+            shared
+                .add_device("hub", [8; 32], 10)
+                .is_err_and(|e| e.contains("a node is named")),
+            "a node's name"
         );
         assert!(shared.remove_device("tablet", 10).is_err());
         assert_eq!(shared.remove_device("phone", 10), Ok(()));
