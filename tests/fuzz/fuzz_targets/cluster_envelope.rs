@@ -20,8 +20,10 @@ struct World {
     me: NodeKey,
     peers: BTreeMap<NodeId, PeerInfo>,
     removed: BTreeSet<NodeId>,
-    /// The member's pair keys, derived once.
+    /// This node's pair keys, and the member's (to seal genuine datagrams), derived once.
     pairs: Mutex<Pairs>,
+    member_pairs: Mutex<Pairs>,
+    member: NodeKey,
 }
 
 fn world() -> &'static World {
@@ -33,6 +35,8 @@ fn world() -> &'static World {
         World {
             network,
             pairs: Mutex::new(Pairs::new(me.clone(), network)),
+            member_pairs: Mutex::new(Pairs::new(member.clone(), network)),
+            member: member.clone(),
             me,
             peers: BTreeMap::from([(
                 member.id(),
@@ -57,6 +61,8 @@ fuzz_target!(|data: &[u8]| {
         peers,
         removed,
         pairs,
+        member_pairs,
+        member,
     } = world();
     let (network, members) = (*network, || Members { peers, removed });
     let mut screen = Screen::new(network, me.id());
@@ -70,6 +76,18 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let _ = inbox.accept_datagram(data, members(), &mut pairs);
     let _ = datagram::parse_header(data);
+    // The same bytes as the body of a genuine datagram from the member: what a member's
+    // datagram reaches past the AEAD.
+    let mut member_pairs = member_pairs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(sealed) = member_pairs
+        .with(me.id(), &me.public())
+        .and_then(|keys| keys.seal(member.id(), 1, data))
+    {
+        let mut inbox = Inbox::new(network, me.id(), &BTreeMap::new());
+        let _ = inbox.accept_datagram(&sealed, members(), &mut pairs);
+    }
     let _ = wire::decode::<Datagram>(data);
     let _ = wire::decode::<Request>(data);
     let _ = wire::decode::<Reply>(data);
