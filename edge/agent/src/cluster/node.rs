@@ -282,6 +282,7 @@ impl Node {
     /// Loads the state directory and reserves a fresh range of message counters (saved before
     /// any message is sent, so a restart never reuses a counter). The receiver tells the agent
     /// when to run the bot.
+    ///
     /// The cluster's datagram socket is bound here, on the listen port: inside the overlay
     /// when there is one.
     pub(crate) fn open(
