@@ -68,6 +68,20 @@ fn address_of(node: &Node<'_>, name: &str) -> String {
         .to_string()
 }
 
+/// `constella wg add-device NAME` run on `node`; its wg-quick configuration, once the hub has
+/// made the device a peer.
+fn add_device(node: &Node<'_>, hub: &Node<'_>, name: &str) -> String {
+    let (ok, config) = node.command(&["wg", "add-device", name, "--config", &node.config()]);
+    assert!(ok, "wg add-device: {config}");
+    wait_until("the hub makes the device a peer", || {
+        overlay(hub)
+            .peers
+            .iter()
+            .any(|p| p.name.as_deref() == Some(name))
+    });
+    config
+}
+
 #[test]
 fn farms_behind_nat_join_from_one_link_and_reach_each_other_through_the_hub() {
     let lab = NatLab::new(2);
@@ -191,9 +205,7 @@ fn a_standard_wireguard_device_from_add_device_reaches_a_farm_through_the_hub_un
     let (hub, farms) = hub_and_two_farms(&lab, &dirs, None);
 
     // Any node admits the device; the private key never leaves the command.
-    let (ok, config) =
-        farms[0].command(&["wg", "add-device", "laptop", "--config", &farms[0].config()]);
-    assert!(ok, "wg add-device: {config}");
+    let config = add_device(&farms[0], &hub, "laptop");
     assert!(
         config.contains("[Interface]") && config.contains("[Peer]"),
         "{config}"
@@ -203,12 +215,6 @@ fn a_standard_wireguard_device_from_add_device_reaches_a_farm_through_the_hub_un
         .find_map(|l| l.strip_prefix("Address = "))
         .expect("an Address line")
         .to_string();
-    wait_until("the hub makes the device a peer", || {
-        overlay(&hub)
-            .peers
-            .iter()
-            .any(|p| p.name.as_deref() == Some("laptop"))
-    });
 
     // The official tools take it as it is: wg-quick strips the wg-quick-only lines, `wg`
     // loads the rest into wireguard-go, in a namespace on the public network.
@@ -408,9 +414,7 @@ fn a_replayed_handshake_is_ignored_and_floods_leave_the_hub_serving_with_flat_me
     let scratch = Scratch::new("overlay-flood");
     let dirs = node_dirs(&scratch);
     let (hub, farms) = hub_and_two_farms(&lab, &dirs, None);
-    let (ok, config) =
-        farms[0].command(&["wg", "add-device", "probe", "--config", &farms[0].config()]);
-    assert!(ok, "wg add-device: {config}");
+    let config = add_device(&farms[0], &hub, "probe");
     let field = |name: &str| {
         config
             .lines()
@@ -420,12 +424,6 @@ fn a_replayed_handshake_is_ignored_and_floods_leave_the_hub_serving_with_flat_me
     };
     let device = PrivateKey::from_base64(&field("PrivateKey = ")).expect("a private key");
     let hub_key = PublicKey::from_base64(&field("PublicKey = ")).expect("the hub's key");
-    wait_until("the hub makes the device a peer", || {
-        overlay(&hub)
-            .peers
-            .iter()
-            .any(|p| p.name.as_deref() == Some("probe"))
-    });
 
     // A genuine initiation is answered once; the same bytes again are a replay (their TAI64N
     // timestamp is not newer) and get nothing.
