@@ -375,6 +375,42 @@ fn the_bot_lease_held_by_a_farm_behind_nat_moves_to_the_other_farm_when_it_dies(
     assert!(!holder(&hub).2, "the hub never runs the bot");
 }
 
+#[test]
+fn a_speed_test_from_one_farm_to_the_other_runs_through_the_overlay() {
+    let lab = NatLab::new(2);
+    let scratch = Scratch::new("overlay-speedtest");
+    let dirs = node_dirs(&scratch);
+    let (hub, mut farms) = hub_and_two_farms(&lab, &dirs, None);
+    // farm1 measures the path to farm2's API on its overlay address: the only path is the
+    // tunnel to the hub, which relays to farm2.
+    let farm2 = address_of(&hub, "farm2");
+    let token = std::fs::read_to_string(dirs[2].join("state/api-token")).expect("token");
+    let base = format!("http://{farm2}:8400/api/v1/speedtest");
+    farms[0].kill();
+    let config = std::fs::read_to_string(farms[0].config()).expect("config");
+    std::fs::write(
+        farms[0].config(),
+        format!(
+            "{config}\n[speedtest]\ndownload_url = \"{base}/blob?bytes=3000000\"\n\
+             upload_url = \"{base}/sink\"\ntoken = \"{}\"\nupload_bytes = 2000000\n",
+            token.trim()
+        ),
+    )
+    .expect("write config");
+    farms[0].start();
+
+    let mut report = serde_json::Value::Null;
+    wait_until("farm1's speed test to farm2 completes", || {
+        report = farms[0].api("POST", "/api/v1/node/speedtest");
+        report["download_bytes"] == 3_000_000
+    });
+    assert_eq!(report["upload_bytes"], 2_000_000, "{report}");
+    assert!(
+        report["upload_bps"].as_f64().is_some_and(|b| b > 0.0),
+        "{report}"
+    );
+}
+
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");

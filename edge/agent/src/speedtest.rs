@@ -6,13 +6,18 @@
 //! Plain HTTP only: the agent ships no TLS stack. Between nodes the traffic is meant to cross the
 //! (encrypted) overlay.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::body::{Body, Bytes, Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+
+use crate::cluster::{Connector, OverlayRoute};
 
 /// `[speedtest]`: where to measure against.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,19 +42,23 @@ pub(crate) struct Measurement {
 pub(crate) const MAX_TRANSFER: u64 = 256 * 1024 * 1024;
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// Runs the configured download and upload, in that order.
-pub(crate) async fn run(config: &SpeedtestConfig) -> anyhow::Result<Measurement> {
+/// Runs the configured download and upload, in that order. URLs whose host is inside the
+/// overlay are reached through it.
+pub(crate) async fn run(
+    config: &SpeedtestConfig,
+    overlay: Option<OverlayRoute>,
+) -> anyhow::Result<Measurement> {
     if config.download_url.is_none() && config.upload_url.is_none() {
         bail!("no speed test is configured: set [speedtest] download_url and/or upload_url");
     }
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = Client::builder(TokioExecutor::new()).build(Connector::new(overlay));
     let mut measured = Measurement::default();
     if let Some(url) = &config.download_url {
         let request = request(
             hyper::Method::GET,
             url,
             config.token.as_deref(),
-            Full::new(Bytes::new()),
+            Upload::new(0),
         )?;
         let started = Instant::now();
         let response = tokio::time::timeout(DEADLINE, client.request(request))
@@ -75,13 +84,12 @@ pub(crate) async fn run(config: &SpeedtestConfig) -> anyhow::Result<Measurement>
             Some(measured.download_bytes as f64 * 8.0 / started.elapsed().as_secs_f64());
     }
     if let Some(url) = &config.upload_url {
-        let payload = Bytes::from(vec![0x5A; config.upload_bytes.min(MAX_TRANSFER) as usize]);
-        measured.upload_bytes = payload.len() as u64;
+        measured.upload_bytes = config.upload_bytes.min(MAX_TRANSFER);
         let request = request(
             hyper::Method::POST,
             url,
             config.token.as_deref(),
-            Full::new(payload),
+            Upload::new(measured.upload_bytes),
         )?;
         let started = Instant::now();
         let response = tokio::time::timeout(DEADLINE, client.request(request))
@@ -104,8 +112,8 @@ fn request(
     method: hyper::Method,
     url: &str,
     token: Option<&str>,
-    body: Full<Bytes>,
-) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
+    body: Upload,
+) -> anyhow::Result<hyper::Request<Upload>> {
     let mut builder = hyper::Request::builder().method(method).uri(url);
     if let Some(token) = token {
         builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
@@ -113,6 +121,50 @@ fn request(
     builder
         .body(body)
         .with_context(|| format!("`{url}` is not a usable URL"))
+}
+
+/// An upload body of `remaining` bytes, sent as the same chunk over and over: a 256 MiB upload
+/// costs one chunk of memory, not 256 MiB.
+struct Upload {
+    chunk: Bytes,
+    remaining: u64,
+}
+
+impl Upload {
+    const CHUNK: usize = 64 * 1024;
+
+    fn new(bytes: u64) -> Upload {
+        Upload {
+            chunk: Bytes::from_static(&[0x5A; Self::CHUNK]),
+            remaining: bytes,
+        }
+    }
+}
+
+impl Body for Upload {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let take = self.remaining.min(Self::CHUNK as u64);
+        self.remaining -= take;
+        let data = self.chunk.slice(..take as usize);
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
 }
 
 /// Only `http://` URLs are accepted (no TLS in the agent).

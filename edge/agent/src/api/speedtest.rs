@@ -86,7 +86,12 @@ pub(super) async fn run(State(state): State<AppState>) -> Result<Json<RunReport>
             "no speed test is configured: set [speedtest] download_url and/or upload_url",
         ));
     }
-    let measured = speedtest::run(&state.speedtest).await.map_err(|e| {
+    let measured = speedtest::run(
+        &state.speedtest,
+        state.overlay.as_ref().map(|view| view.route()),
+    )
+    .await
+    .map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "speedtest_failed",

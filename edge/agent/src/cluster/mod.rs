@@ -32,6 +32,7 @@ pub(crate) use overlay::{KEEPALIVE, View as OverlayView};
 pub(crate) use setup::{
     InitOptions, JoinOptions, NodeOptions, OverlayOptions, VpnMode, init, join,
 };
+pub(crate) use transport::{Connector, OverlayRoute};
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 

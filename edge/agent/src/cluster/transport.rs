@@ -69,14 +69,21 @@ pub(crate) struct OverlayRoute {
 }
 
 /// Opens the connections hyper's pool keeps: through the overlay for its addresses, through the
-/// kernel otherwise.
+/// kernel otherwise. The speed-test client dials with it too, so a test between two nodes
+/// measures the overlay path.
 #[derive(Clone)]
-struct Connector {
+pub(crate) struct Connector {
     overlay: Option<OverlayRoute>,
 }
 
+impl Connector {
+    pub(crate) fn new(overlay: Option<OverlayRoute>) -> Connector {
+        Connector { overlay }
+    }
+}
+
 /// One connection either way.
-enum Conn {
+pub(crate) enum Conn {
     Kernel(TokioIo<tokio::net::TcpStream>),
     Overlay(TokioIo<constella_overlay::TcpStream>),
 }
@@ -180,7 +187,7 @@ pub(crate) struct HttpTransport {
 
 impl HttpTransport {
     pub(crate) fn new(overlay: Option<OverlayRoute>) -> HttpTransport {
-        let connector = Connector { overlay };
+        let connector = Connector::new(overlay);
         HttpTransport {
             client: Client::builder(TokioExecutor::new())
                 // Shorter than the listener's idle close (`server::LIMITS`), so a pooled connection

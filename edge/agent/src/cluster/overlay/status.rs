@@ -7,6 +7,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use crate::cluster::OverlayRoute;
 use constella_api::overlay::{
     OverlayDrops, OverlayMember, OverlayPath, OverlayPeer, OverlayStatus,
 };
@@ -29,6 +30,14 @@ pub(crate) struct View {
 }
 
 impl View {
+    /// How to reach addresses inside the overlay.
+    pub(crate) fn route(&self) -> OverlayRoute {
+        OverlayRoute {
+            overlay: self.overlay.clone(),
+            network: self.network,
+        }
+    }
+
     pub(crate) fn status(&self) -> OverlayStatus {
         let shared = self.table.borrow().clone();
         let names = names(&shared);
