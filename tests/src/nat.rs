@@ -3,11 +3,11 @@
 //! (iptables MASQUERADE) and forwards nothing inbound but replies, as a mobile or rural router
 //! does. Farms have no route to each other's LAN.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::lab::{Node, ip};
-use crate::wait_until;
+use crate::{Proc, wait_until};
 
 /// The namespaces of a NAT lab, deleted on drop.
 pub struct NatLab {
@@ -16,17 +16,10 @@ pub struct NatLab {
     outsiders: std::cell::Cell<usize>,
 }
 
-fn in_ns(ns: &str, command: &[&str]) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(command)
-        .output()
-        .expect("run a command in a namespace");
-    assert!(
-        out.status.success(),
-        "{command:?} in {ns}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Runs `command` in namespace `ns`, which must succeed.
+fn must_in_ns(ns: &str, command: &[&str]) {
+    let (ok, out) = in_ns(ns, command);
+    assert!(ok, "{command:?} in {ns}: {out}");
 }
 
 impl NatLab {
@@ -96,8 +89,8 @@ impl NatLab {
                 "via",
                 &format!("192.168.{i}.1"),
             ]);
-            in_ns(&router, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
-            in_ns(
+            must_in_ns(&router, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+            must_in_ns(
                 &router,
                 &[
                     "iptables",
@@ -111,7 +104,7 @@ impl NatLab {
                     "MASQUERADE",
                 ],
             );
-            in_ns(
+            must_in_ns(
                 &router,
                 &[
                     "iptables",
@@ -127,7 +120,7 @@ impl NatLab {
                     "ACCEPT",
                 ],
             );
-            in_ns(
+            must_in_ns(
                 &router,
                 &["iptables", "-A", "FORWARD", "-i", "wan", "-j", "DROP"],
             );
@@ -293,4 +286,61 @@ impl Drop for NatLab {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }
     }
+}
+
+/// Runs `command` in namespace `ns`: whether it succeeded, and its stdout and stderr.
+pub fn in_ns(ns: &str, command: &[&str]) -> (bool, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(command)
+        .output()
+        .expect("run a command in a namespace");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Debian's `wireguard-go` in the foreground in namespace `ns`, once its interface exists, and
+/// the interface's name: `prefix` plus this process's id, because wireguard-go's control socket
+/// directory is shared by all namespaces.
+pub fn wireguard_go(ns: &str, prefix: &str) -> (Proc, String) {
+    let iface = format!("{prefix}{}", std::process::id() % 100_000);
+    let process = Proc::spawn(
+        Path::new("ip"),
+        &["netns", "exec", ns, "wireguard-go", "-f", &iface],
+    );
+    wait_until("wireguard-go creates its interface", || {
+        in_ns(ns, &["ip", "link", "show", &iface]).0
+    });
+    (process, iface)
+}
+
+/// Restarts `node` with a `[speedtest]` section aimed at the API of the node at overlay
+/// address `target` (whose directory is `target_dir`, for its token): `download` bytes from
+/// its blob, `upload` bytes to its sink.
+pub fn aim_speed_test(
+    node: &mut Node<'_>,
+    target: &str,
+    target_dir: &Path,
+    (download, upload): (u64, u64),
+) {
+    let token = std::fs::read_to_string(target_dir.join("state/api-token")).expect("token");
+    let base = format!("http://{target}:8400/api/v1/speedtest");
+    node.kill();
+    let config = std::fs::read_to_string(node.config()).expect("config");
+    std::fs::write(
+        node.config(),
+        format!(
+            "{config}\n[speedtest]\ndownload_url = \"{base}/blob?bytes={download}\"\n\
+             upload_url = \"{base}/sink\"\ntoken = \"{}\"\nupload_bytes = {upload}\n",
+            token.trim()
+        ),
+    )
+    .expect("write config");
+    node.start();
 }

@@ -12,25 +12,8 @@ use constella_api::overlay::{OverlayPath, OverlayStatus};
 use constella_api::routes;
 use constella_overlay::{PrivateKey, PublicKey};
 use constella_tests::lab::{Node, in_netns};
-use constella_tests::nat::{NatLab, overlay_network};
-use constella_tests::{Proc, Scratch, round_trip, wait_until};
-use std::path::Path;
-
-fn in_ns(ns: &str, command: &[&str]) -> (bool, String) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(command)
-        .output()
-        .expect("run a command in a namespace");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
+use constella_tests::nat::{NatLab, aim_speed_test, in_ns, overlay_network, wireguard_go};
+use constella_tests::{Scratch, round_trip, wait_until};
 
 /// A hub on the public network and two NAT'd farms joined from one link each, all alive.
 /// `farm_bot` is the farms' bot token (the hub never has one).
@@ -231,15 +214,7 @@ fn a_standard_wireguard_device_from_add_device_reaches_a_farm_through_the_hub_un
     assert!(strip.status.success(), "wg-quick strip: {stripped}");
     let stripped_file = scratch.0.join("laptop.wg");
     std::fs::write(&stripped_file, &stripped).expect("write the stripped config");
-    // wireguard-go's control socket is shared by all namespaces: a name unique to this process.
-    let iface = format!("wgd{}", std::process::id() % 100_000);
-    let _wireguard_go = Proc::spawn(
-        Path::new("ip"),
-        &["netns", "exec", &outsider, "wireguard-go", "-f", &iface],
-    );
-    wait_until("wireguard-go creates its interface", || {
-        in_ns(&outsider, &["ip", "link", "show", &iface]).0
-    });
+    let (_wireguard_go, iface) = wireguard_go(&outsider, "wgd");
     let setup: [&[&str]; 4] = [
         &[
             "wg",
@@ -384,20 +359,7 @@ fn a_speed_test_from_one_farm_to_the_other_runs_through_the_overlay() {
     // farm1 measures the path to farm2's API on its overlay address: the only path is the
     // tunnel to the hub, which relays to farm2.
     let farm2 = address_of(&hub, "farm2");
-    let token = std::fs::read_to_string(dirs[2].join("state/api-token")).expect("token");
-    let base = format!("http://{farm2}:8400/api/v1/speedtest");
-    farms[0].kill();
-    let config = std::fs::read_to_string(farms[0].config()).expect("config");
-    std::fs::write(
-        farms[0].config(),
-        format!(
-            "{config}\n[speedtest]\ndownload_url = \"{base}/blob?bytes=3000000\"\n\
-             upload_url = \"{base}/sink\"\ntoken = \"{}\"\nupload_bytes = 2000000\n",
-            token.trim()
-        ),
-    )
-    .expect("write config");
-    farms[0].start();
+    aim_speed_test(&mut farms[0], &farm2, &dirs[2], (3_000_000, 2_000_000));
 
     let mut report = serde_json::Value::Null;
     wait_until("farm1's speed test to farm2 completes", || {
