@@ -17,10 +17,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use constella_api::overlay::OverlayStatus;
 use constella_api::routes;
+use constella_tests::lab::Node;
 use constella_tests::nat::{NatLab, aim_speed_test, in_ns, overlay_network, wireguard_go};
 use constella_tests::{Proc, Scratch, cpu_seconds, rss_mib};
 
@@ -44,7 +45,7 @@ struct Row {
 }
 
 fn main() {
-    let lab = NatLab::new(1);
+    let lab = NatLab::new(2);
     let scratch = Scratch::new("bench-overlay");
     let mut rows = vec![constella(&lab, &scratch)];
     let baseline = Baseline::start(&lab, &scratch);
@@ -117,6 +118,7 @@ fn constella(lab: &NatLab, scratch: &Scratch) -> Row {
     let report: serde_json::Value = serde_json::from_str(&out).expect("a speed-test report");
     std::thread::sleep(Duration::from_secs(5));
     let after: Vec<f64> = pids.iter().map(|&p| rss_mib(p)).collect();
+    join_latency(lab, &nodes, &hub_address, &scratch.0.join("farm2"));
     let memory = ["hub", "farm"]
         .iter()
         .enumerate()
@@ -135,6 +137,52 @@ fn constella(lab: &NatLab, scratch: &Scratch) -> Row {
         cpu_s_per_gb: cpu / (2.0 * TRANSFER as f64 / 1e9),
         memory,
     }
+}
+
+/// A second farm joins from a link: time from `constella join` to the first echo reply from the
+/// hub through the overlay (the join request, the agent's start, the handshake, the first
+/// ping), then the first round trips to the hub and to farm1 (relayed by the hub).
+fn join_latency(lab: &NatLab, nodes: &[Node<'_>], hub_address: &str, dir: &Path) {
+    let link = nodes[0].invite("15m");
+    let mut farm = Node::at(lab.farm_ns(2), lab.farm_addr(2), "farm2", dir, "");
+    let started = Instant::now();
+    let (ok, out) = farm.enroll_with("join", &["--join", &link], None, 3);
+    assert!(ok, "join: {out}");
+    let joined = started.elapsed();
+    farm.start();
+    let running = started.elapsed();
+    let ping =
+        |address: &str| farm.command(&["ping", "-c", "1", address, "--config", &farm.config()]);
+    loop {
+        if ping(hub_address).0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no reply from the hub"
+        );
+    }
+    let replied = started.elapsed();
+    let status: OverlayStatus =
+        serde_json::from_value(nodes[1].api("GET", routes::OVERLAY)).expect("farm1's overlay");
+    let farm1 = status.address.to_string();
+    let (ok, relayed) = ping(&farm1);
+    assert!(ok, "ping farm1: {relayed}");
+    let (_, direct) = ping(hub_address);
+    let first_rtt = |out: &str| {
+        out.split_once("time=")
+            .map(|(_, rest)| rest.split_whitespace().next().unwrap_or("?").to_string())
+            .unwrap_or_else(|| "?".to_string())
+    };
+    println!(
+        "join → first overlay reply: {:.0} ms (join command {:.0} ms, agent running at {:.0} ms); \
+         then a ping to the hub {} ms, to farm1 via the hub {} ms (first packet to farm1)",
+        replied.as_secs_f64() * 1e3,
+        joined.as_secs_f64() * 1e3,
+        running.as_secs_f64() * 1e3,
+        first_rtt(&direct),
+        first_rtt(&relayed),
+    );
 }
 
 /// The highest resident set of each process while a run goes on, sampled every 50 ms.
@@ -268,7 +316,16 @@ impl Baseline {
         }
         let iperf = Proc::spawn(
             Path::new("ip"),
-            &["netns", "exec", &hub_ns, "iperf3", "-s", "-p", "5201"],
+            &[
+                "netns",
+                "exec",
+                &hub_ns,
+                "iperf3",
+                "-s",
+                "-p",
+                "5201",
+                "--forceflush",
+            ],
         );
         iperf.wait_line("iperf3 listens", |l| l.contains("listening").then_some(()));
         must(&farm_ns, &["ping", "-c", "1", "-W", "5", HUB_TUN]);
