@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use constella_api::overlay::OverlayStatus;
 use constella_api::routes;
 use constella_tests::lab::Node;
-use constella_tests::nat::{NatLab, aim_speed_test, in_ns, overlay_network, wireguard_go};
+use constella_tests::nat::{
+    NatLab, aim_speed_test, in_ns, must_in_ns, overlay_network, wireguard_go,
+};
 use constella_tests::{Proc, Scratch, cpu_seconds, rss_mib};
 
 /// Bytes each way through the Constella overlay.
@@ -249,11 +251,6 @@ fn wg_key(stdin: Option<&str>, verb: &str) -> String {
         .to_string()
 }
 
-fn must(ns: &str, command: &[&str]) {
-    let (ok, out) = in_ns(ns, command);
-    assert!(ok, "{command:?} in {ns}: {out}");
-}
-
 impl Baseline {
     fn start(lab: &NatLab, scratch: &Scratch) -> Baseline {
         let (hub_ns, farm_ns) = (lab.hub_ns(), lab.farm_ns(1));
@@ -269,7 +266,7 @@ impl Baseline {
         let (farm, farm_iface) = wireguard_go(&farm_ns, "wgf");
         let hub_key = key_file("hub.key", &hub_private);
         let farm_key = key_file("farm.key", &farm_private);
-        must(
+        must_in_ns(
             &hub_ns,
             &[
                 "wg",
@@ -286,7 +283,7 @@ impl Baseline {
             ],
         );
         let endpoint = format!("{}:{BASELINE_PORT}", NatLab::HUB_ADDR);
-        must(
+        must_in_ns(
             &farm_ns,
             &[
                 "wg",
@@ -308,11 +305,11 @@ impl Baseline {
             (&hub_ns, &hub_iface, HUB_TUN),
             (&farm_ns, &farm_iface, FARM_TUN),
         ] {
-            must(
+            must_in_ns(
                 ns,
                 &["ip", "addr", "add", &format!("{address}/24"), "dev", iface],
             );
-            must(ns, &["ip", "link", "set", iface, "up"]);
+            must_in_ns(ns, &["ip", "link", "set", iface, "up"]);
         }
         let iperf = Proc::spawn(
             Path::new("ip"),
@@ -328,7 +325,7 @@ impl Baseline {
             ],
         );
         iperf.wait_line("iperf3 listens", |l| l.contains("listening").then_some(()));
-        must(&farm_ns, &["ping", "-c", "1", "-W", "5", HUB_TUN]);
+        must_in_ns(&farm_ns, &["ping", "-c", "1", "-W", "5", HUB_TUN]);
         Baseline {
             hub_ns,
             farm_ns,
@@ -360,7 +357,7 @@ impl Baseline {
     fn onetun(&self, onetun: &Path, scratch: &Scratch) -> Row {
         let private = wg_key(None, "genkey");
         let public = wg_key(Some(&private), "pubkey");
-        must(
+        must_in_ns(
             &self.hub_ns,
             &[
                 "wg",

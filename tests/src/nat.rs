@@ -17,7 +17,7 @@ pub struct NatLab {
 }
 
 /// Runs `command` in namespace `ns`, which must succeed.
-fn must_in_ns(ns: &str, command: &[&str]) {
+pub fn must_in_ns(ns: &str, command: &[&str]) {
     let (ok, out) = in_ns(ns, command);
     assert!(ok, "{command:?} in {ns}: {out}");
 }
