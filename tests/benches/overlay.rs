@@ -339,17 +339,15 @@ impl Baseline {
 
     fn wireguard_go(&self) -> Row {
         let pids = [self.hub.pid(), self.farm.pid()];
-        let cpu_before: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
         let peak = PeakRss::watch(pids.to_vec());
-        let (download, download_bytes) = iperf(&self.farm_ns, HUB_TUN, "5201", true);
-        let (upload, upload_bytes) = iperf(&self.farm_ns, HUB_TUN, "5201", false);
+        let (download_mbit, upload_mbit, cpu_s_per_gb) =
+            iperf_both_ways(&self.farm_ns, (HUB_TUN, "5201"), &pids);
         let peaks = peak.stop();
-        let cpu = pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - cpu_before;
         Row {
             name: "wireguard-go ↔ wireguard-go (TUN, kernel TCP, iperf3)",
-            download_mbit: download,
-            upload_mbit: upload,
-            cpu_s_per_gb: cpu / ((download_bytes + upload_bytes) / 1e9),
+            download_mbit,
+            upload_mbit,
+            cpu_s_per_gb,
             memory: format!("hub {:.1} peak; farm {:.1} peak", peaks[0], peaks[1]),
         }
     }
@@ -397,15 +395,13 @@ impl Baseline {
             l.contains("127.0.0.1:15201").then_some(())
         });
         let pids = [tunnel.pid(), self.hub.pid()];
-        let cpu_before: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
-        let (download, download_bytes) = iperf(&self.farm_ns, "127.0.0.1", "15201", true);
-        let (upload, upload_bytes) = iperf(&self.farm_ns, "127.0.0.1", "15201", false);
-        let cpu = pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - cpu_before;
+        let (download_mbit, upload_mbit, cpu_s_per_gb) =
+            iperf_both_ways(&self.farm_ns, ("127.0.0.1", "15201"), &pids);
         Row {
             name: "onetun 0.3.10 → wireguard-go (iperf3)",
-            download_mbit: download,
-            upload_mbit: upload,
-            cpu_s_per_gb: cpu / ((download_bytes + upload_bytes) / 1e9),
+            download_mbit,
+            upload_mbit,
+            cpu_s_per_gb,
             memory: format!(
                 "onetun {:.1} after the run (peak {:.1})",
                 rss_mib(tunnel.pid()),
@@ -413,6 +409,20 @@ impl Baseline {
             ),
         }
     }
+}
+
+/// An `iperf3` download then upload from namespace `ns` to `(host, port)`: Mbit/s each way and
+/// the CPU seconds of `pids` per GB carried.
+fn iperf_both_ways(ns: &str, (host, port): (&str, &str), pids: &[u32]) -> (f64, f64, f64) {
+    let cpu_before: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
+    let (download, download_bytes) = iperf(ns, host, port, true);
+    let (upload, upload_bytes) = iperf(ns, host, port, false);
+    let cpu = pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - cpu_before;
+    (
+        download,
+        upload,
+        cpu / ((download_bytes + upload_bytes) / 1e9),
+    )
 }
 
 /// One `iperf3` stream from namespace `ns` to `host:port` (`reverse`: the server sends), as the
