@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::NodeName;
+
 /// A member's state as this node's failure detector sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -32,9 +34,9 @@ pub struct Nodes {
     /// The owner's Telegram username.
     pub owner: String,
     /// The node that should hold the bot lease.
-    pub leader: Option<String>,
+    pub leader: Option<NodeName>,
     /// The node that holds it.
-    pub lease_holder: Option<String>,
+    pub lease_holder: Option<NodeName>,
     /// The lease's epoch.
     pub epoch: u64,
     /// This node runs the bot now.
@@ -55,7 +57,7 @@ pub struct Nodes {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRow {
     /// Its name.
-    pub name: String,
+    pub name: NodeName,
     /// Its id (32 hex digits, from its public key).
     pub node_id: String,
     /// Where peers reach it.
@@ -97,7 +99,7 @@ pub struct InviteLink {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Throughput {
     /// The other node.
-    pub node: String,
+    pub node: NodeName,
     /// Bytes moved each way.
     pub bytes: u32,
     /// Download rate in bits per second.

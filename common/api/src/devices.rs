@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use constella_modbus::UnitId;
 use serde::{Deserialize, Serialize};
+
+use crate::{BusName, DeviceName};
 
 /// `GET /health`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,15 +54,15 @@ pub struct DeviceList {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceSummary {
     /// The device's name, its id in API paths.
-    pub id: String,
+    pub id: DeviceName,
     /// The controller model (`kub1063`).
     pub model: String,
     /// The bus it is on.
-    pub bus: String,
+    pub bus: BusName,
     /// How the bus is reached (`rtu /dev/ttyUSB0`, `tcp 10.0.0.5:502`, …).
     pub link: String,
     /// Modbus unit id.
-    pub unit: u8,
+    pub unit: UnitId,
     /// Time between full polls, in milliseconds.
     pub poll_interval_ms: u64,
     /// Poll health.
@@ -201,7 +204,7 @@ pub struct Named {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResetDone {
     /// The device.
-    pub device: String,
+    pub device: DeviceName,
     /// True once the unit echoed the write.
     pub reset: bool,
 }

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::DeviceName;
+
 /// Series over a range, in buckets of `step_s`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SeriesList {
@@ -87,7 +89,7 @@ pub struct Event {
     /// When it was seen (RFC 3339).
     pub at: String,
     /// The device.
-    pub device: String,
+    pub device: DeviceName,
     /// What happened.
     pub kind: EventKind,
     /// What it is about: `active_alarms/41`, `pressure`, `device`, …

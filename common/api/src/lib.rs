@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod devices;
 pub mod error;
 pub mod history;
+pub mod names;
 pub mod node;
 pub mod overlay;
 pub mod routes;
@@ -20,6 +21,7 @@ pub mod speedtest;
 pub mod client;
 
 pub use error::{ErrorBody, ErrorDetail};
+pub use names::{BusName, DeviceName, NodeName};
 
 #[cfg(test)]
 mod tests {

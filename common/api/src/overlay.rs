@@ -5,6 +5,8 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::NodeName;
+
 /// `GET /api/v1/overlay`: this node's end of the overlay.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverlayStatus {
@@ -33,7 +35,8 @@ pub struct OverlayStatus {
 pub struct OverlayPeer {
     /// Its public key, base64.
     pub public_key: String,
-    /// The member or device with this key, if the network knows it.
+    /// The member or device with this key, or the invite that holds it, if the network knows
+    /// it: a label, not always a name.
     pub name: Option<String>,
     /// Where its datagrams last came from (or were configured to go).
     pub endpoint: Option<String>,
@@ -53,7 +56,7 @@ pub struct OverlayPeer {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverlayMember {
     /// Its name.
-    pub name: String,
+    pub name: NodeName,
     /// Its overlay address.
     pub address: Ipv4Addr,
     /// A standard WireGuard device (`wg add-device`), not a Constella node.
@@ -124,7 +127,7 @@ pub struct AddDevice {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceAdded {
     /// The device's name.
-    pub name: String,
+    pub name: NodeName,
     /// Its overlay address.
     pub address: Ipv4Addr,
     /// The overlay's network, CIDR: what the device sends through the hub.

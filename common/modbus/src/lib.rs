@@ -12,5 +12,7 @@ extern crate alloc;
 pub mod line;
 pub mod pdu;
 pub mod plan;
+pub mod unit;
 
 pub use line::{LineParity, LineSettings};
+pub use unit::{NotAUnitId, UnitId};

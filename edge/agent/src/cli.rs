@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use constella_api::cluster::{InviteLink, InviteRequest, Nodes};
 use constella_api::overlay::{AddDevice, DeviceAdded, OverlayStatus, PingReply, PingRequest};
-use constella_api::routes;
+use constella_api::{NodeName, routes};
 
 use crate::config::{self, Config};
 use constella_modbus::{LineParity, LineSettings};
@@ -108,7 +108,7 @@ pub(crate) enum Command {
 pub(crate) struct NodeArgs {
     /// This node's name, unique in the network.
     #[arg(long, env = "SERVER_NAME")]
-    name: String,
+    name: NodeName,
     /// HOST:PORT where the other nodes reach this one (a hub: its public host; its clients
     /// send WireGuard to HOST:VPN_LISTEN_PORT). A joiner on the overlay needs none.
     #[arg(long, env = "PUBLIC_ADDR")]

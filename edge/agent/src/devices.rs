@@ -5,17 +5,19 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use constella_api::{BusName, DeviceName};
 use constella_kub1063::{Image, RegisterAddr, Table};
+use constella_modbus::UnitId;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::outcome::{ErrorClass, Health, OFFLINE_AFTER, PollError};
 
 #[derive(Clone, Debug)]
 pub(crate) struct DeviceState {
-    pub(crate) name: String,
-    pub(crate) bus: String,
+    pub(crate) name: DeviceName,
+    pub(crate) bus: BusName,
     pub(crate) link: String,
-    pub(crate) unit: u8,
+    pub(crate) unit: UnitId,
     pub(crate) poll_interval: Duration,
     pub(crate) words: BTreeMap<(Table, RegisterAddr), Sample>,
     pub(crate) last_poll: Option<SystemTime>,
@@ -120,7 +122,7 @@ impl Registry {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         states
             .get(device)
-            .map(|d| d.name.clone())
+            .map(|d| d.name.to_string())
             .unwrap_or_default()
     }
 

@@ -227,10 +227,10 @@ mod tests {
             })
             .collect();
         DeviceState {
-            name: "house-1".into(),
-            bus: "gw".into(),
+            name: "house-1".parse().expect("valid name"),
+            bus: "gw".parse().expect("valid name"),
             link: "tcp".into(),
-            unit: 1,
+            unit: constella_modbus::UnitId::try_from(1u8).expect("valid unit"),
             poll_interval: Duration::from_secs(10),
             words,
             last_poll: Some(SystemTime::UNIX_EPOCH),

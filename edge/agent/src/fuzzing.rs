@@ -41,7 +41,8 @@ pub fn modbus_reply(rtu: bool, reply: &[u8]) {
             start: RegisterAddr(0),
             count: 8,
         };
-        let _ = link.read(1, block, Duration::from_millis(100)).await;
+        let unit = constella_modbus::UnitId::try_from(1u8).expect("1 is a unit id");
+        let _ = link.read(unit, block, Duration::from_millis(100)).await;
         let _ = answer.await;
     });
 }

@@ -167,7 +167,7 @@ impl Recorder {
                 self.batch.events.push(Event {
                     id: 0,
                     ts,
-                    device: device.name.clone(),
+                    device: device.name.to_string(),
                     kind: change.kind.as_str().to_string(),
                     subject: change.subject.clone(),
                     detail: change.detail.clone(),
@@ -176,7 +176,7 @@ impl Recorder {
             self.batch.state.extend(
                 next.to_rows()
                     .into_iter()
-                    .map(|(k, v)| (device.name.clone(), k, v)),
+                    .map(|(k, v)| (device.name.to_string(), k, v)),
             );
             self.views[index] = next;
         }
@@ -198,7 +198,7 @@ impl Recorder {
                     .map_or(ts, |s| unix_ms(s.at));
                 self.batch.readings.push(Reading {
                     ts: at,
-                    device: device.name.clone(),
+                    device: device.name.to_string(),
                     field: key,
                     value: field
                         .reading

@@ -206,7 +206,7 @@ mod tests {
     fn a_device_configuration_is_what_wg_quick_reads() {
         let key = PrivateKey::from_bytes([3; 32]);
         let added = DeviceAdded {
-            name: "phone".into(),
+            name: "phone".parse().expect("valid name"),
             address: "10.42.0.7".parse().expect("an address"),
             network: "10.42.0.0/24".into(),
             hub_public_key: "aHViaHViaHViaHViaHViaHViaHViaHViaHViaHViaHU=".into(),

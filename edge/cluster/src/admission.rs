@@ -6,6 +6,8 @@
 //! token at two nodes cannot both get in. A used invite answers again only the key that used it
 //! (its answer was lost), and only until shortly after the invite expires; a removed key never.
 
+use constella_api::NodeName;
+
 use crate::envelope::NetworkId;
 use crate::identity::NodeId;
 use crate::invite;
@@ -22,6 +24,8 @@ pub const RETRY_GRACE_SECS: u64 = 60;
 pub struct CheckedJoin {
     /// The invite it redeems.
     pub invite_id: String,
+    /// The joiner's name, checked.
+    pub name: NodeName,
     /// What the joiner says of itself.
     pub hello: Hello,
     /// The joiner's node id (from its key).
@@ -60,13 +64,14 @@ pub fn check(
     .and_then(|plain| wire::decode::<Hello>(&plain))
     .ok_or(Refusal::UnknownToken)?;
     let id = NodeId::of(&hello.public_key);
-    if let Err(reason) = crate::names::check(&hello.name) {
-        return Err(Refusal::BadName(reason.to_string()));
-    }
+    let name: NodeName = hello
+        .name
+        .parse()
+        .map_err(|reason: &str| Refusal::BadName(reason.to_string()))?;
     if shared.removed.contains(&id) {
         return Err(Refusal::RemovedKey);
     }
-    let admitted = is_member(shared, id, &hello.name);
+    let admitted = is_member(shared, id, &name);
     match record.used_by {
         // This joiner's earlier attempt succeeded but its answer was lost (answer again), or its
         // confirmation is still open here (try it again): the same key only, and not for ever.
@@ -81,11 +86,12 @@ pub fn check(
         None => {}
     }
     if !admitted {
-        name_free(shared, id, &hello.name)?;
+        name_free(shared, id, &name)?;
         overlay_fits(shared, record, id, &hello)?;
     }
     Ok(CheckedJoin {
         invite_id: request.invite_id,
+        name,
         hello,
         id,
         key,
@@ -158,7 +164,7 @@ pub enum Decision {
 /// Decides a join after its confirmation round, against the state as it is now (another joiner
 /// may have taken the name meanwhile).
 pub fn decide(checked: &CheckedJoin, shared: &Shared, granted: usize, refused: usize) -> Decision {
-    if is_member(shared, checked.id, &checked.hello.name) {
+    if is_member(shared, checked.id, &checked.name) {
         return Decision::Welcome;
     }
     if granted < lease::quorum(shared.peers.len()) {
@@ -180,7 +186,7 @@ pub fn admit(shared: &mut Shared, checked: &CheckedJoin) {
     shared.peers.insert(
         checked.id,
         PeerInfo {
-            name: hello.name.clone(),
+            name: checked.name.clone(),
             addr: hello.addr.clone(),
             public_key: hello.public_key,
             priority: hello.priority,
@@ -234,11 +240,8 @@ impl Consumed {
     }
 }
 
-fn is_member(shared: &Shared, id: NodeId, name: &str) -> bool {
-    shared
-        .peers
-        .get(&id)
-        .is_some_and(|p| crate::names::same(&p.name, name))
+fn is_member(shared: &Shared, id: NodeId, name: &NodeName) -> bool {
+    shared.peers.get(&id).is_some_and(|p| p.name == *name)
 }
 
 fn name_free(shared: &Shared, id: NodeId, name: &str) -> Result<(), Refusal> {
@@ -281,7 +284,7 @@ mod tests {
 
     fn peer(key: &NodeKey, name: &str) -> PeerInfo {
         PeerInfo {
-            name: name.into(),
+            name: name.parse().expect("valid name"),
             addr: "10.0.0.1:7300".into(),
             public_key: key.public(),
             priority: 1,
@@ -292,7 +295,7 @@ mod tests {
 
     fn hello(joiner: &NodeKey, name: &str) -> Hello {
         Hello {
-            name: name.into(),
+            name: name.parse().expect("valid name"),
             addr: "10.0.0.2:7300".into(),
             public_key: joiner.public(),
             priority: 2,
@@ -512,9 +515,13 @@ mod tests {
             check_at(&shouting, &shared).err(),
             Some(Refusal::BadName(_))
         ));
+        // A peer recorded as `Beta` before names had to be lower case loads as `beta`.
         let mut legacy = shared.clone();
         let old = NodeKey::generate();
-        legacy.peers.insert(old.id(), peer(&old, "Beta"));
+        let stored = postcard::to_allocvec("Beta").expect("encodes");
+        let mut old_peer = peer(&old, "x");
+        old_peer.name = postcard::from_bytes(&stored).expect("a legacy name loads");
+        legacy.peers.insert(old.id(), old_peer);
         let lower = request(&id, &key, &joiner, "beta");
         assert_eq!(
             check_at(&lower, &legacy).err(),

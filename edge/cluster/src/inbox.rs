@@ -242,7 +242,7 @@ mod tests {
 
     fn info(key: &NodeKey, name: &str) -> PeerInfo {
         PeerInfo {
-            name: name.into(),
+            name: name.parse().expect("valid name"),
             addr: "127.0.0.1:7300".into(),
             public_key: key.public(),
             priority: 1,

@@ -19,7 +19,6 @@ pub mod inbox;
 pub mod invite;
 pub mod lease;
 pub mod membership;
-pub mod names;
 pub mod shared;
 pub mod sync;
 pub mod table;

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use constella_api::NodeName;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{NodeId, PublicKey};
@@ -19,12 +20,12 @@ pub struct Shared {
     pub bot_lease: lease::Record,
     pub invites: BTreeMap<String, Invite>,
     /// Standard WireGuard devices (a phone, a laptop) by name, removed ones included.
-    pub devices: BTreeMap<String, Device>,
+    pub devices: BTreeMap<NodeName, Device>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
-    pub name: String,
+    pub name: NodeName,
     pub addr: String,
     pub public_key: PublicKey,
     pub priority: u32,
@@ -178,18 +179,16 @@ impl Shared {
         public_key: [u8; 32],
         unix_now: u64,
     ) -> Result<Ipv4Addr, String> {
-        crate::names::check(name).map_err(|reason| reason.replace("node name", "device name"))?;
-        if self.live_devices().any(|(other, _)| other == name) {
+        let name: NodeName = name
+            .parse()
+            .map_err(|reason: &str| reason.replace("node name", "device name"))?;
+        if self.live_devices().any(|(other, _)| *other == name) {
             return Err(format!(
                 "a device named {name:?} exists; remove it first (wg remove-device {name})"
             ));
         }
         // `wg show`, the API and the bot name nodes and devices side by side.
-        if self
-            .peers
-            .values()
-            .any(|p| crate::names::same(&p.name, name))
-        {
+        if self.peers.values().any(|p| p.name == name) {
             return Err(format!(
                 "a node is named {name:?}; a device needs a name of its own"
             ));
@@ -208,10 +207,10 @@ impl Shared {
         // Later than any earlier entry under this name, so the add wins everywhere.
         let changed_at = self
             .devices
-            .get(name)
+            .get(&name)
             .map_or(unix_now, |old| unix_now.max(old.changed_at + 1));
         self.devices.insert(
-            name.to_string(),
+            name,
             Device {
                 changed_at,
                 removed: false,
@@ -233,7 +232,7 @@ impl Shared {
     }
 
     /// The devices not removed.
-    pub fn live_devices(&self) -> impl Iterator<Item = (&String, &Device)> {
+    pub fn live_devices(&self) -> impl Iterator<Item = (&NodeName, &Device)> {
         self.devices.iter().filter(|(_, device)| !device.removed)
     }
 
@@ -262,12 +261,12 @@ impl Shared {
             .find(|address| !taken.contains(address))
     }
 
-    /// The node a name stands for (names compare without regard to case): the smaller node id
-    /// if two share it.
+    /// The node a name stands for (names compare without regard to case, so `Beta` typed finds
+    /// `beta`): the smaller node id if two share it.
     pub fn peer_by_name(&self, name: &str) -> Option<(NodeId, &PeerInfo)> {
         self.peers
             .iter()
-            .find(|(_, p)| crate::names::same(&p.name, name))
+            .find(|(_, p)| p.name.eq_ignore_ascii_case(name))
             .map(|(id, p)| (*id, p))
     }
 }
@@ -304,7 +303,7 @@ mod tests {
             |(k, name, addr, priority, bot)| {
                 let key = &keys()[k];
                 let info = PeerInfo {
-                    name: format!("n{name}"),
+                    name: format!("n{name}").parse().expect("valid name"),
                     addr: format!("10.0.0.{addr}:7300"),
                     public_key: key.public(),
                     priority,
@@ -338,7 +337,7 @@ mod tests {
         )
     }
 
-    fn device() -> impl Strategy<Value = (String, Device)> {
+    fn device() -> impl Strategy<Value = (NodeName, Device)> {
         (0..2u8, 0..3u64, any::<bool>(), 0..2u8).prop_map(|(name, changed_at, removed, key)| {
             let device = Device {
                 changed_at,
@@ -346,7 +345,8 @@ mod tests {
                 public_key: [key; 32],
                 address: Ipv4Addr::new(10, 42, 0, 100 + key),
             };
-            (format!("device-{name}"), device)
+            let name = format!("device-{name}").parse().expect("valid name");
+            (name, device)
         })
     }
 
@@ -461,7 +461,7 @@ mod tests {
     fn a_free_overlay_address_skips_members_and_live_invites_only() {
         let key = |n: usize| &keys()[n];
         let on = |n: usize, last: u8, hub: bool| PeerInfo {
-            name: format!("n{n}"),
+            name: format!("n{n}").parse().expect("valid name"),
             addr: format!("10.42.0.{last}:7300"),
             public_key: key(n).public(),
             priority: 1,
@@ -497,8 +497,12 @@ mod tests {
             public_key: [last; 32],
             address: Ipv4Addr::new(10, 42, 0, last),
         };
-        shared.devices.insert("phone".into(), device(4, false));
-        shared.devices.insert("old-laptop".into(), device(6, true));
+        shared
+            .devices
+            .insert("phone".parse().expect("valid name"), device(4, false));
+        shared
+            .devices
+            .insert("old-laptop".parse().expect("valid name"), device(6, true));
         assert_eq!(
             shared.free_overlay_address(10),
             Some(Ipv4Addr::new(10, 42, 0, 5))
@@ -515,7 +519,9 @@ mod tests {
             address: Ipv4Addr::new(10, 42, 0, 9),
         };
         let with = |d: Device| Shared {
-            devices: [("phone".to_string(), d)].into_iter().collect(),
+            devices: [("phone".parse().expect("valid name"), d)]
+                .into_iter()
+                .collect(),
             ..Shared::default()
         };
         let mut node = with(device(5, true));
@@ -536,7 +542,7 @@ mod tests {
         shared.peers.insert(
             keys()[0].id(),
             PeerInfo {
-                name: "hub".into(),
+                name: "hub".parse().expect("valid name"),
                 addr: "10.42.0.1:7300".into(),
                 public_key: keys()[0].public(),
                 priority: 1,
@@ -595,7 +601,7 @@ mod tests {
         a.peers.insert(
             key.id(),
             PeerInfo {
-                name: "n0".into(),
+                name: "n0".parse().expect("valid name"),
                 addr: "a".into(),
                 public_key: key.public(),
                 priority: 1,

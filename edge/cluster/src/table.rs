@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use constella_api::NodeName;
+
 use crate::identity::NodeId;
 use crate::lease::{Lease, Record, Standing, View};
 use crate::shared::PeerInfo;
@@ -52,7 +54,7 @@ pub enum Liveness {
 /// One row of the cluster table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeRow {
-    pub name: String,
+    pub name: NodeName,
     pub node_id: NodeId,
     pub addr: String,
     pub status: Liveness,
@@ -71,7 +73,7 @@ pub struct Table {
     pub network_id: String,
     pub owner: String,
     pub nodes: Vec<NodeRow>,
-    pub lease_holder: Option<String>,
+    pub lease_holder: Option<NodeName>,
     pub epoch: u64,
     pub bot_running: bool,
     /// A 409 from Telegram stopped this node's bot; it claims nothing until the fence ends.
@@ -166,7 +168,7 @@ mod tests {
     fn peer(name: &str, priority: u32, bot: bool) -> (NodeId, PeerInfo) {
         let key = NodeKey::generate();
         let info = PeerInfo {
-            name: name.into(),
+            name: name.parse().expect("valid name"),
             addr: format!("{name}:7300"),
             public_key: key.public(),
             priority,

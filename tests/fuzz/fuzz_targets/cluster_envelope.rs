@@ -41,7 +41,7 @@ fn world() -> &'static World {
             peers: BTreeMap::from([(
                 member.id(),
                 PeerInfo {
-                    name: "member".into(),
+                    name: "member".parse().expect("valid name"),
                     addr: "127.0.0.1:7300".into(),
                     public_key: member.public(),
                     priority: 1,

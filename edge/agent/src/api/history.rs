@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::{Path, State};
+use constella_api::DeviceName;
 use constella_api::history::{
     Event as ApiEvent, EventKind as ApiEventKind, EventList, Point as ApiPoint, Series, SeriesList,
 };
@@ -204,10 +205,14 @@ pub(super) async fn events(
                     tracing::warn!(id = e.id, kind = %e.kind, "a stored event of no known kind");
                     return None;
                 };
+                let Ok(device) = DeviceName::try_from(e.device) else {
+                    tracing::warn!(id = e.id, "a stored event of a device with no valid name");
+                    return None;
+                };
                 Some(ApiEvent {
                     id: e.id,
                     at: super::dto::rfc3339(from_ms(e.ts)),
-                    device: e.device,
+                    device,
                     kind: event_kind(kind),
                     subject: e.subject,
                     detail: e.detail,

@@ -10,6 +10,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use constella_api::cluster::{InviteLink, InviteRequest, NodeRow, NodeStatus, Nodes, Throughput};
 
+use constella_api::NodeName;
 use constella_cluster::table::Liveness;
 
 use super::{ApiError, AppState};
@@ -161,6 +162,8 @@ async fn call_node(state: &AppState, name: String, call: Call) -> Result<(u16, V
 /// Throughput between this node and `name`, over the cluster transport, both ways.
 async fn speedtest(state: &AppState, name: String) -> Result<Response, ApiError> {
     const BYTES: u32 = constella_cluster::wire::SPEEDTEST_BYTES;
+    let node =
+        NodeName::from_any_case(&name).map_err(|reason| ApiError::bad_request(reason.into()))?;
     let started = Instant::now();
     call_node(
         state,
@@ -185,7 +188,7 @@ async fn speedtest(state: &AppState, name: String) -> Result<Response, ApiError>
     .await?;
     let upload = started.elapsed().as_secs_f64();
     Ok(Json(Throughput {
-        node: name,
+        node,
         bytes: BYTES,
         download_bps: f64::from(BYTES) * 8.0 / download.max(1e-6),
         upload_bps: f64::from(BYTES) * 8.0 / upload.max(1e-6),

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use constella_api::NodeName;
 use constella_api::overlay::{AddDevice, DeviceAdded, OverlayStatus, PingReply, PingRequest};
 use constella_overlay::PublicKey;
 
@@ -48,6 +49,9 @@ pub(super) async fn add_device(
     body: Bytes,
 ) -> Result<Json<DeviceAdded>, ApiError> {
     let request: AddDevice = ApiError::parse_body(&body)?;
+    let name: NodeName = request.name.parse().map_err(|reason: &str| {
+        ApiError::bad_request(reason.replace("node name", "device name"))
+    })?;
     let key = PublicKey::from_base64(&request.public_key)
         .map_err(|e| ApiError::bad_request(format!("public_key: {e}")))?;
     let grant: DeviceGrant = handle(&state)?
@@ -60,7 +64,7 @@ pub(super) async fn add_device(
         .ok_or_else(gone)?
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "device_refused", &e))?;
     Ok(Json(DeviceAdded {
-        name: request.name,
+        name,
         address: grant.address,
         network: grant.network.to_string(),
         hub_public_key: PublicKey::from_bytes(grant.hub_public_key).to_string(),

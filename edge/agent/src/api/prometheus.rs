@@ -57,7 +57,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<impl IntoRe
             .set(value);
     }
     for device in state.registry.snapshot() {
-        let name = ("device".to_string(), device.name.clone());
+        let name = ("device".to_string(), device.name.to_string());
         up.get_or_create(&vec![name.clone()]).set(
             if device.consecutive_failures == 0 && device.last_ok.is_some() {
                 1.0

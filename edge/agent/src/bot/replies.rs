@@ -2,11 +2,11 @@
 
 use std::fmt::Write as _;
 
-use constella_api::ErrorBody;
 use constella_api::cluster::Throughput;
 use constella_api::devices::{DeviceDetail, DeviceList, DeviceStatus, FieldStatus};
 use constella_api::history::EventList;
 use constella_api::node::Node;
+use constella_api::{DeviceName, ErrorBody, NodeName};
 
 use constella_cluster::table::{Liveness, Table};
 
@@ -96,7 +96,10 @@ pub(crate) fn alarm_texts(detail: &DeviceDetail) -> Vec<String> {
         .collect()
 }
 
-pub(crate) fn alarms(found: &[(String, String, Vec<String>)], unreachable: &[String]) -> String {
+pub(crate) fn alarms(
+    found: &[(NodeName, DeviceName, Vec<String>)],
+    unreachable: &[NodeName],
+) -> String {
     let mut out = String::new();
     for (node, device, texts) in found {
         let _ = writeln!(out, "⚠️ {node}/{device}: {}", texts.join("; "));

@@ -17,6 +17,7 @@ use std::path::Path;
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
+use constella_api::NodeName;
 use constella_cluster::identity::{NodeId, NodeKey, PublicKey};
 use constella_cluster::lease;
 use constella_cluster::shared::{Device, HubInfo, Invite, OverlayInfo, PeerInfo, Shared};
@@ -38,7 +39,7 @@ pub(crate) struct Seen {
 pub(crate) struct NetworkState {
     pub(crate) network_id: String,
     pub(crate) owner_username: String,
-    pub(crate) name: String,
+    pub(crate) name: NodeName,
     pub(crate) node_id: NodeId,
     pub(crate) listen: String,
     #[serde(with = "peer_list")]
@@ -48,7 +49,7 @@ pub(crate) struct NetworkState {
     pub(crate) invites: BTreeMap<String, Invite>,
     /// The overlay's standard WireGuard devices, removed ones included (see `Shared::devices`).
     #[serde(default)]
-    pub(crate) devices: BTreeMap<String, Device>,
+    pub(crate) devices: BTreeMap<NodeName, Device>,
     /// Highest message counter accepted from each sender, so a restart does not reopen replays.
     pub(crate) replay_floor: BTreeMap<NodeId, u64>,
     /// This node's message counters start above this after a restart.
@@ -168,7 +169,7 @@ mod peer_list {
 
     #[derive(Serialize, Deserialize)]
     struct Row {
-        name: String,
+        name: NodeName,
         addr: String,
         node_id: String,
         #[serde(with = "super::hex_bytes")]

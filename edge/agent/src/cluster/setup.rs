@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use rand::RngCore as _;
 
+use constella_api::NodeName;
 use constella_cluster::identity::{NodeId, NodeKey};
 use constella_cluster::invite::{self, Link};
 use constella_cluster::shared::{HubInfo, OverlayInfo, PeerInfo, Shared};
@@ -27,7 +28,7 @@ use super::transport::{HttpTransport, JOIN_PATH, OverlayRoute, Transport, Transp
 
 /// What every new node states about itself.
 pub(crate) struct NodeOptions {
-    pub(crate) name: String,
+    pub(crate) name: NodeName,
     /// HOST:PORT where the other nodes reach this one; a hub's clients send to HOST.
     pub(crate) public_addr: Option<String>,
     pub(crate) listen: Option<String>,
@@ -184,7 +185,7 @@ pub(crate) async fn join(options: JoinOptions) -> anyhow::Result<(String, NodeId
         }
     };
     let hello = Hello {
-        name: info.name.clone(),
+        name: info.name.to_string(),
         addr: info.addr.clone(),
         public_key: info.public_key,
         priority: info.priority,
@@ -283,10 +284,6 @@ impl Checked<'_> {
 }
 
 fn checked(options: &NodeOptions) -> anyhow::Result<Checked<'_>> {
-    let name = &options.name;
-    if let Err(reason) = constella_cluster::names::check(name) {
-        bail!("--name: {name:?}: {reason}");
-    }
     if let Some(public_addr) = &options.public_addr {
         let port = public_addr
             .rsplit_once(':')

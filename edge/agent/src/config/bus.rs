@@ -9,11 +9,13 @@ use std::time::Duration;
 use constella_modbus::{LineParity, LineSettings};
 use serde::Deserialize;
 
-use super::{Invalid, check_name, duration, positive_duration};
+use constella_api::BusName;
+
+use super::{Invalid, duration, positive_duration};
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Bus {
-    pub(crate) name: String,
+    pub(crate) name: BusName,
     pub(crate) link: Link,
     pub(crate) timing: BusTiming,
     pub(crate) max_block: u16,
@@ -71,7 +73,7 @@ pub(super) struct BusFile {
     max_backoff: Option<String>,
 }
 
-pub(super) fn parse_bus(raw: BusFile, at: &dyn Fn(&str) -> String) -> Result<Bus, Invalid> {
+fn parse_bus(raw: BusFile, name: BusName, at: &dyn Fn(&str) -> String) -> Result<Bus, Invalid> {
     let err = |key: &str, reason: String| Invalid::new(at(key), reason);
     let link = match (raw.rtu, raw.tcp, raw.rtu_over_tcp) {
         (Some(path), None, None) => {
@@ -185,7 +187,7 @@ pub(super) fn parse_bus(raw: BusFile, at: &dyn Fn(&str) -> String) -> Result<Bus
         None => Duration::from_secs(60),
     };
     Ok(Bus {
-        name: raw.name,
+        name,
         link,
         timing,
         max_block,
@@ -209,14 +211,15 @@ pub(super) fn parse_all(raw: Vec<BusFile>) -> Result<Vec<Bus>, Invalid> {
     let mut bus_names = BTreeSet::new();
     for (i, raw) in raw.into_iter().enumerate() {
         let at = |key: &str| format!("bus[{i}].{key}");
-        check_name(&raw.name).map_err(|reason| Invalid::new(at("name"), reason))?;
-        if !bus_names.insert(raw.name.clone()) {
+        let name = BusName::try_from(raw.name.clone())
+            .map_err(|reason| Invalid::new(at("name"), reason))?;
+        if !bus_names.insert(name.clone()) {
             return Err(Invalid::new(
                 at("name"),
-                format!("`{}` is used by another bus", raw.name),
+                format!("`{name}` is used by another bus"),
             ));
         }
-        let bus = parse_bus(raw, &at)?;
+        let bus = parse_bus(raw, name, &at)?;
         if let Link::Rtu { path, .. } = &bus.link {
             // One task owns each serial line; a second bus on it would fight for the port.
             let owner = buses

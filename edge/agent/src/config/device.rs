@@ -3,17 +3,19 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use constella_api::{BusName, DeviceName};
+use constella_modbus::UnitId;
 use serde::Deserialize;
 
-use super::{Bus, Invalid, check_name, list, positive_duration};
+use super::{Bus, Invalid, list, positive_duration};
 
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Device {
-    pub(crate) name: String,
-    pub(crate) bus: String,
-    pub(crate) unit: u8,
+    pub(crate) name: DeviceName,
+    pub(crate) bus: BusName,
+    pub(crate) unit: UnitId,
     pub(crate) poll_interval: Duration,
 }
 
@@ -34,11 +36,12 @@ pub(super) fn parse_all(raw: Vec<DeviceFile>, buses: &[Bus]) -> Result<Vec<Devic
     let mut addresses = BTreeSet::new();
     for (i, raw) in raw.into_iter().enumerate() {
         let at = |key: &str| format!("device[{i}].{key}");
-        check_name(&raw.name).map_err(|reason| Invalid::new(at("name"), reason))?;
-        if !device_names.insert(raw.name.clone()) {
+        let name =
+            DeviceName::try_from(raw.name).map_err(|reason| Invalid::new(at("name"), reason))?;
+        if !device_names.insert(name.clone()) {
             return Err(Invalid::new(
                 at("name"),
-                format!("`{}` is used by another device", raw.name),
+                format!("`{name}` is used by another device"),
             ));
         }
         if raw.model != "kub1063" {
@@ -47,7 +50,7 @@ pub(super) fn parse_all(raw: Vec<DeviceFile>, buses: &[Bus]) -> Result<Vec<Devic
                 format!("unknown model `{}` (supported: kub1063)", raw.model),
             ));
         }
-        if !buses.iter().any(|b| b.name == raw.bus) {
+        let Some(bus) = buses.iter().find(|b| b.name == raw.bus.as_str()) else {
             // Sorted, so the message does not depend on the file's order.
             let known: BTreeSet<&str> = buses.iter().map(|b| b.name.as_str()).collect();
             let known: Vec<&str> = known.into_iter().collect();
@@ -55,20 +58,13 @@ pub(super) fn parse_all(raw: Vec<DeviceFile>, buses: &[Bus]) -> Result<Vec<Devic
                 at("bus"),
                 format!("no bus named `{}` (defined: {})", raw.bus, list(&known)),
             ));
-        }
-        let unit = u8::try_from(raw.unit)
-            .ok()
-            .filter(|u| (1..=247).contains(u))
-            .ok_or_else(|| {
-                Invalid::new(
-                    at("unit"),
-                    format!("{} is not a Modbus unit id (1–247)", raw.unit),
-                )
-            })?;
-        if !addresses.insert((raw.bus.clone(), unit)) {
+        };
+        let unit =
+            UnitId::try_from(raw.unit).map_err(|e| Invalid::new(at("unit"), e.to_string()))?;
+        if !addresses.insert((bus.name.clone(), unit)) {
             return Err(Invalid::new(
                 at("unit"),
-                format!("unit {unit} on bus `{}` is already a device", raw.bus),
+                format!("unit {unit} on bus `{}` is already a device", bus.name),
             ));
         }
         let poll_interval = match raw.poll_interval {
@@ -77,8 +73,8 @@ pub(super) fn parse_all(raw: Vec<DeviceFile>, buses: &[Bus]) -> Result<Vec<Devic
             None => DEFAULT_POLL_INTERVAL,
         };
         devices.push(Device {
-            name: raw.name,
-            bus: raw.bus,
+            name,
+            bus: bus.name.clone(),
             unit,
             poll_interval,
         });

@@ -164,21 +164,6 @@ impl Config {
     }
 }
 
-fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` must be 1–64 characters of a–z, 0–9, `-` and `_` (it appears in API paths)"
-        ))
-    }
-}
-
 /// The longest duration a setting may take. Timers add durations to the clock, and humantime
 /// accepts thousands of years; ten years is past any retention or timeout anyone means.
 const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);

@@ -16,6 +16,7 @@ use crate::config::{self, Config};
 use crate::devices::{Command, Counters, DeviceState, Registry, Sample};
 use crate::outcome::Health;
 use crate::outcome::PollError;
+use constella_modbus::UnitId;
 use constella_modbus::plan::{Block, full_poll};
 
 /// The runner's clock: tokio's, so that tests under paused time see it advance (in production it
@@ -59,7 +60,7 @@ pub(crate) fn start(config: &Config, polls: mpsc::Sender<usize>) -> (Registry, V
     }
     let registry = Registry::new(states, senders);
     for (bus, _tx, rx) in channels {
-        let devices: Vec<(usize, u8, Duration)> = config
+        let devices: Vec<(usize, UnitId, Duration)> = config
             .devices
             .iter()
             .enumerate()
@@ -106,7 +107,7 @@ pub(crate) struct BusRunner {
     bus: config::Bus,
     dial: Dial,
     /// (index in the device table, unit id), in schedule-slot order.
-    devices: Vec<(usize, u8)>,
+    devices: Vec<(usize, UnitId)>,
     plan: Vec<Block>,
     schedule: Schedule,
     link: Option<Link>,
@@ -251,7 +252,7 @@ impl BusRunner {
 
     /// One request on the bus: connects if needed, keeps the inter-frame silence, and drops the
     /// link when the error leaves it unusable.
-    async fn transact(&mut self, unit: u8, op: Op) -> Result<Vec<u16>, PollError> {
+    async fn transact(&mut self, unit: UnitId, op: Op) -> Result<Vec<u16>, PollError> {
         // Only sleep when the line must stay quiet: tokio rounds every timer up to the next
         // millisecond, which would cost a TCP bus (no gap) a millisecond per request.
         if self.quiet_until > now() {

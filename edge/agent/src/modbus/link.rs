@@ -22,6 +22,7 @@ use tokio_serial::SerialStream;
 use crate::outcome::{ErrorClass, PollError};
 use crate::{config, serial};
 use constella_kub1063::Table;
+use constella_modbus::UnitId;
 use constella_modbus::pdu::CRC as RTU_CRC;
 use constella_modbus::plan::Block;
 
@@ -100,7 +101,7 @@ impl Link {
     /// Reads one block; checks that the reply has exactly the words asked for.
     pub(crate) async fn read(
         &mut self,
-        unit: u8,
+        unit: UnitId,
         block: Block,
         timeout: Duration,
     ) -> Result<Vec<u16>, PollError> {
@@ -122,7 +123,7 @@ impl Link {
     /// builds).
     pub(crate) async fn write_single(
         &mut self,
-        unit: u8,
+        unit: UnitId,
         addr: u16,
         value: u16,
         timeout: Duration,
@@ -141,7 +142,7 @@ impl Link {
 
     async fn call(
         &mut self,
-        unit: u8,
+        unit: UnitId,
         request: Request<'static>,
         timeout: Duration,
     ) -> Result<Response, PollError> {
@@ -150,7 +151,7 @@ impl Link {
             // On a shared RTU line a reply from another unit is a late answer to an earlier
             // request, not this unit's fault: discard it and ask once more.
             Err(StaleOrError::Stale(detail)) if self.rtu => {
-                tracing::debug!(unit, %detail, "discarded a stale reply from another unit");
+                tracing::debug!(%unit, %detail, "discarded a stale reply from another unit");
                 self.flush_input_before_next_frame();
                 self.call_once(unit, request, timeout)
                     .await
@@ -180,7 +181,7 @@ impl Link {
 
     async fn call_once(
         &mut self,
-        unit: u8,
+        unit: UnitId,
         request: Request<'static>,
         timeout: Duration,
     ) -> Result<Response, StaleOrError> {
@@ -189,7 +190,7 @@ impl Link {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .received
             .clear();
-        self.ctx.set_slave(Slave(unit));
+        self.ctx.set_slave(Slave(unit.get()));
         let error = match tokio::time::timeout(timeout, self.ctx.call(request)).await {
             Err(_elapsed) => self.classify_timeout(timeout),
             Ok(Ok(Ok(response))) => return Ok(response),

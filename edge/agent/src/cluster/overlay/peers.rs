@@ -112,7 +112,7 @@ mod tests {
         shared.peers.insert(
             key.id(),
             PeerInfo {
-                name: format!("n{last}"),
+                name: format!("n{last}").parse().expect("valid name"),
                 addr: format!("10.42.0.{last}:7300"),
                 public_key: key.public(),
                 priority: 1,
@@ -213,7 +213,9 @@ mod tests {
             public_key: [50; 32],
             address: Ipv4Addr::new(10, 42, 0, 50),
         };
-        shared.devices.insert("phone".into(), device(false));
+        shared
+            .devices
+            .insert("phone".parse().expect("valid name"), device(false));
         let none = BTreeSet::new();
         let (peers, _) = wanted(hub, &shared, 0, &none);
         assert_eq!(
@@ -226,7 +228,9 @@ mod tests {
             })
         );
         assert_eq!(wanted(farm, &shared, 0, &none).0.len(), 1, "the hub only");
-        shared.devices.insert("phone".into(), device(true));
+        shared
+            .devices
+            .insert("phone".parse().expect("valid name"), device(true));
         assert_eq!(wanted(hub, &shared, 0, &none).0.len(), 1, "the farm only");
     }
 

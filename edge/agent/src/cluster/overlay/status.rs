@@ -121,10 +121,10 @@ fn names(shared: &Shared) -> BTreeMap<[u8; 32], String> {
     let members = shared
         .peers
         .values()
-        .filter_map(|peer| Some((peer.overlay.as_ref()?.public_key, peer.name.clone())));
+        .filter_map(|peer| Some((peer.overlay.as_ref()?.public_key, peer.name.to_string())));
     let devices = shared
         .live_devices()
-        .map(|(name, device)| (device.public_key, name.clone()));
+        .map(|(name, device)| (device.public_key, name.to_string()));
     let enrollments = shared.invites.values().filter_map(|invite| {
         let enrollment = invite.enrollment.as_ref()?;
         Some((
