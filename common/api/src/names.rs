@@ -125,7 +125,7 @@ macro_rules! text_like {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
 
@@ -203,5 +203,11 @@ mod tests {
             assert!(bad.parse::<DeviceName>().is_err(), "{bad:?}");
         }
         assert!(serde_json::from_str::<DeviceName>("\"../x\"").is_err());
+    }
+
+    #[test]
+    fn names_line_up_in_tables_like_text() {
+        let name: DeviceName = "house-1".parse().expect("a device name");
+        assert_eq!(format!("[{name:<9}]"), "[house-1  ]");
     }
 }
