@@ -269,12 +269,22 @@ pub(crate) struct Node {
     bot: watch::Sender<Option<BotTurn>>,
     /// The gossiped state, for the overlay's peers: follows members and invites.
     table: watch::Sender<Shared>,
+    /// The shared state or this node's own records changed: saved within `PERSIST_DEBOUNCE`.
     dirty: bool,
     next_persist: Instant,
+    /// Only when peers were last heard from (and the replay floors) changed: saved within
+    /// `SEEN_PERSIST_EVERY`, since every message moves them and an SD card should not be
+    /// rewritten every two seconds for that.
+    seen_dirty: bool,
+    next_seen_persist: Instant,
 }
 
 const RESERVE: u64 = 1 << 32;
 const PERSIST_DEBOUNCE: Duration = Duration::from_secs(2);
+/// A restart forgets at most this much of when peers were last heard from, and a datagram
+/// replayed after a restart can only have been sent in this window: datagrams mutate nothing
+/// that must survive a restart (docs/SECURITY.md), and mutating calls save their floor first.
+const SEEN_PERSIST_EVERY: Duration = Duration::from_secs(60);
 const EXCHANGE_TIMEOUT: Duration = Duration::from_millis(1500);
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -369,6 +379,8 @@ impl Node {
             bot,
             dirty: reserved.is_err(),
             next_persist: now + PERSIST_DEBOUNCE,
+            seen_dirty: false,
+            next_seen_persist: now + SEEN_PERSIST_EVERY,
         };
         Ok((Handle { events: events_tx }, node, turns))
     }
@@ -435,6 +447,7 @@ impl Node {
                 self.lease.poll_timeout(),
                 self.sync.poll_timeout(),
                 self.dirty.then_some(self.next_persist),
+                self.seen_dirty.then_some(self.next_seen_persist),
             ]
             .into_iter()
             .flatten()
@@ -467,7 +480,9 @@ impl Node {
             let digest = self.state.shared().digest();
             self.send_datagram(peer, &Datagram::Digest(digest));
         }
-        if self.dirty && now >= self.next_persist {
+        let due = (self.dirty && now >= self.next_persist)
+            || (self.seen_dirty && now >= self.next_seen_persist);
+        if due {
             // Failures are reported inside and retried at the next deadline.
             let _ = self.persist();
         }
@@ -552,7 +567,7 @@ impl Node {
         }
         let seen = self.state.peers.1.entry(from).or_default();
         seen.last_seen = Some(unix_now());
-        self.dirty = true;
+        self.seen_dirty = true;
     }
 
     /// A datagram from the cluster port: through the inbox, then to its core.
@@ -1185,10 +1200,13 @@ impl Node {
     /// check the result and refuse instead of answering success.
     fn persist(&mut self) -> Result<(), String> {
         self.state.replay_floor = self.inbox.floors();
-        self.next_persist = Instant::now() + PERSIST_DEBOUNCE;
+        let now = Instant::now();
+        self.next_persist = now + PERSIST_DEBOUNCE;
+        self.next_seen_persist = now + SEEN_PERSIST_EVERY;
         match netstate::save_state(&self.dir, &self.state) {
             Ok(()) => {
                 self.dirty = false;
+                self.seen_dirty = false;
                 Ok(())
             }
             Err(e) => {
