@@ -57,9 +57,14 @@ pub struct View {
 impl View {
     /// The node that should lead: smallest `(priority, id)` among live nodes able to host the bot.
     pub fn leader(&self) -> Option<NodeId> {
+        self.leader_without(None)
+    }
+
+    /// The leader if `gone` (a holder whose lease lapsed here) is left out.
+    fn leader_without(&self, gone: Option<NodeId>) -> Option<NodeId> {
         self.live
             .iter()
-            .filter(|(_, s)| s.can_host_bot)
+            .filter(|(id, s)| s.can_host_bot && Some(**id) != gone)
             .min_by_key(|(id, s)| (s.priority, **id))
             .map(|(id, _)| *id)
     }
@@ -184,6 +189,11 @@ pub struct Lease {
     fenced_until: Option<Instant>,
     /// The last tick's view named this node the leader.
     leading: bool,
+    /// The holder whose renewals stopped reaching us: our promise to it ran out without a
+    /// release. It counts as gone from the election until a claim of its own is heard, so a
+    /// dead holder is replaced one lease duration after its last renewal, however slowly the
+    /// membership layer notices the death (its probes may be minutes apart).
+    lapsed_holder: Option<NodeId>,
     outputs: VecDeque<Output>,
 }
 
@@ -220,6 +230,7 @@ impl Lease {
             claim_after: now + config.duration,
             fenced_until: None,
             leading: false,
+            lapsed_holder: None,
             outputs: VecDeque::new(),
         }
     }
@@ -261,6 +272,9 @@ impl Lease {
             round,
             offset,
         } = claim;
+        if self.lapsed_holder == Some(from) {
+            self.lapsed_holder = None;
+        }
         let promise_live = now < self.promise.until;
         let free = !promise_live || self.promise.holder == Some(from);
         let fresh = epoch > self.promise.epoch
@@ -288,6 +302,8 @@ impl Lease {
     pub fn handle_release(&mut self, from: NodeId, epoch: u64, offset: u64, now: Instant) {
         self.record.offset = self.record.offset.max(offset);
         if self.promise.holder == Some(from) && self.promise.epoch == epoch {
+            // Ended, not lapsed: the node that let go is alive and stays in the election.
+            self.promise.holder = None;
             self.promise.until = now;
         }
         if self.record.holder == Some(from) && self.record.epoch == epoch {
@@ -355,7 +371,13 @@ impl Lease {
     /// Advances time and re-evaluates who should lead under `view`.
     pub fn handle_tick(&mut self, view: &View, now: Instant) {
         self.quorum = view.quorum();
-        let leader = view.leader();
+        if let Some(holder) = self.promise.holder
+            && holder != self.me
+            && now >= self.promise.until
+        {
+            self.lapsed_holder = Some(holder);
+        }
+        let leader = view.leader_without(self.lapsed_holder);
         self.leading = leader == Some(self.me);
         match &mut self.role {
             Role::Holding {
@@ -424,7 +446,12 @@ impl Lease {
                         .max(self.fenced_until.unwrap_or(promise)),
                 )
             }
-            Role::Idle => None,
+            // A promise to another holder: when it lapses, the election may change.
+            Role::Idle => self
+                .promise
+                .holder
+                .filter(|&holder| holder != self.me && self.lapsed_holder != Some(holder))
+                .map(|_| self.promise.until),
         }
     }
 
@@ -559,6 +586,8 @@ mod tests {
         queue: Vec<(Instant, usize, usize, Packet)>,
         last_seen: BTreeMap<(usize, usize), Instant>,
         holders: Vec<(usize, u64)>,
+        /// How long after a node stops being reachable it leaves a peer's view.
+        detect: Duration,
     }
 
     impl Sim {
@@ -600,6 +629,7 @@ mod tests {
                 queue: Vec::new(),
                 last_seen: BTreeMap::new(),
                 holders: Vec::new(),
+                detect: DETECT,
             }
         }
 
@@ -618,7 +648,7 @@ mod tests {
                     self.last_seen.insert((i, j), self.now);
                 }
                 let seen = self.last_seen.get(&(i, j)).copied().unwrap_or(self.start);
-                if self.now.duration_since(seen) < DETECT {
+                if self.now.duration_since(seen) < self.detect {
                     live.insert(self.nodes[j].id, self.nodes[j].standing);
                 }
             }
@@ -834,6 +864,26 @@ mod tests {
         sim.restart(0);
         sim.until_holder(0, 10 * SECOND);
         assert_eq!(sim.holders.last(), Some(&(0, 3)));
+    }
+
+    #[test]
+    fn a_dead_holder_is_replaced_after_one_lease_even_when_membership_is_slow_to_notice() {
+        let mut sim = Sim::new(&[(1, true), (2, true), (3, true)]);
+        // Membership that takes a minute to declare a node down (sparse probes).
+        sim.detect = 60 * SECOND;
+        sim.until_holder(0, 5 * SECOND);
+        sim.run(5 * SECOND);
+        sim.crash(0);
+        let took = sim.until_holder(1, 10 * SECOND);
+        assert!(
+            took <= Duration::from_millis(3500),
+            "failover took {took:?}"
+        );
+        // The old holder comes back: its first claim puts it back in the election, and as the
+        // better node it takes the lease back.
+        sim.restart(0);
+        sim.until_holder(0, 10 * SECOND);
+        assert_eq!(sim.holders.last().map(|h| h.0), Some(0));
     }
 
     #[test]
