@@ -15,6 +15,11 @@ use crate::identity::NodeId;
 
 /// Failure-detection timing. A silent node is declared down after about
 /// `probe_period + suspect_after` (plus up to one probe period before it is probed).
+///
+/// The default probes every 5 s: each probe is a ping and an ack each way, the largest share of
+/// an idle node's traffic and wake-ups, and the bot's failover does not wait for it (a holder
+/// whose renewals stop is left out of the election when its lease lapses, see `lease.rs`), so
+/// only the table's up/down status follows this pace.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
     pub probe_period: Duration,
@@ -25,8 +30,8 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            probe_period: Duration::from_millis(1000),
-            probe_rtt: Duration::from_millis(400),
+            probe_period: Duration::from_millis(5000),
+            probe_rtt: Duration::from_millis(2000),
             suspect_after: Duration::from_millis(1000),
         }
     }
