@@ -75,7 +75,13 @@ pub struct Membership {
     foca: Foca<Member, PostcardCodec, rand::rngs::StdRng, NoCustomBroadcast>,
     runtime: AccumulatingRuntime<Member>,
     timers: Vec<(Instant, Timer<Member>)>,
+    /// The next gossip round, due while foca has updates to spread.
+    next_gossip: Option<Instant>,
 }
+
+/// How soon news (a join, a member down) goes to two random members beyond the probes it rides
+/// on.
+const GOSSIP_EVERY: Duration = Duration::from_millis(500);
 
 impl Membership {
     /// `incarnation` must grow across restarts (the caller derives it from the persisted
@@ -95,10 +101,9 @@ impl Membership {
             frequency: Duration::from_secs(5),
             num_members: NonZeroUsize::MIN.saturating_add(2),
         });
-        config.periodic_gossip = Some(foca::PeriodicParams {
-            frequency: Duration::from_millis(500),
-            num_members: NonZeroUsize::MIN.saturating_add(1),
-        });
+        // Gossip rounds are driven here (`next_gossip`), only while there is news to spread:
+        // foca's own periodic gossip keeps a timer firing twice a second for ever.
+        config.periodic_gossip = None;
         let foca = Foca::new(
             Member {
                 id: me,
@@ -112,6 +117,7 @@ impl Membership {
             foca,
             runtime: AccumulatingRuntime::new(),
             timers: Vec::new(),
+            next_gossip: None,
         }
     }
 
@@ -146,11 +152,21 @@ impl Membership {
                 tracing::debug!(error = %e, "membership timer failed");
             }
         }
+        if self.next_gossip.is_some_and(|at| at <= now) {
+            self.next_gossip = None;
+            if let Err(e) = self.foca.gossip(&mut self.runtime) {
+                tracing::debug!(error = %e, "gossip failed");
+            }
+        }
         self.collect(now);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.iter().map(|(at, _)| *at).min()
+        self.timers
+            .iter()
+            .map(|(at, _)| *at)
+            .chain(self.next_gossip)
+            .min()
     }
 
     /// The next datagram to send, and to whom.
@@ -180,5 +196,116 @@ impl Membership {
         while let Some((after, timer)) = self.runtime.to_schedule() {
             self.timers.push((now + after, timer));
         }
+        if self.next_gossip.is_none() && self.foca.updates_backlog() > 0 {
+            self.next_gossip = Some(now + GOSSIP_EVERY);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Members wired to each other in virtual time, datagrams delivered at once.
+    use super::*;
+
+    struct Net {
+        nodes: Vec<Membership>,
+        ids: Vec<NodeId>,
+        alive: Vec<bool>,
+        now: Instant,
+        wakes: Vec<usize>,
+    }
+
+    impl Net {
+        fn new(size: u8) -> Net {
+            let now = Instant::now();
+            let ids: Vec<NodeId> = (1..=size).map(|i| NodeId([i; 16])).collect();
+            let mut nodes: Vec<Membership> = ids
+                .iter()
+                .map(|&id| Membership::new(id, 1, Timing::default(), u64::from(id.0[0])))
+                .collect();
+            for node in &mut nodes[1..] {
+                node.announce(ids[0], now);
+            }
+            let mut net = Net {
+                nodes,
+                ids,
+                alive: vec![true; usize::from(size)],
+                now,
+                wakes: vec![0; usize::from(size)],
+            };
+            net.deliver();
+            net
+        }
+
+        fn deliver(&mut self) {
+            while let Some((from, (to, bytes))) = (0..self.nodes.len())
+                .find_map(|i| self.nodes[i].poll_transmit().map(|sent| (i, sent)))
+            {
+                let to = self.ids.iter().position(|&id| id == to).expect("a member");
+                if self.alive[from] && self.alive[to] {
+                    self.nodes[to].handle_data(&bytes, self.now);
+                }
+            }
+        }
+
+        /// Runs every deadline of the live nodes up to `now + span`.
+        fn run(&mut self, span: Duration) {
+            let end = self.now + span;
+            loop {
+                let next = (0..self.nodes.len())
+                    .filter(|&i| self.alive[i])
+                    .filter_map(|i| self.nodes[i].poll_timeout())
+                    .min();
+                let Some(next) = next.filter(|&at| at <= end) else {
+                    break;
+                };
+                self.now = self.now.max(next);
+                for i in 0..self.nodes.len() {
+                    let due = self.nodes[i]
+                        .poll_timeout()
+                        .is_some_and(|at| at <= self.now);
+                    if self.alive[i] && due {
+                        self.wakes[i] += 1;
+                        self.nodes[i].handle_timeout(self.now);
+                    }
+                }
+                self.deliver();
+            }
+            self.now = end;
+        }
+
+        fn live(&self, i: usize) -> usize {
+            self.nodes[i].live().count()
+        }
+    }
+
+    #[test]
+    fn idle_members_wake_only_to_probe() {
+        let mut net = Net::new(3);
+        net.run(Duration::from_secs(30));
+        assert!(
+            (0..3).all(|i| net.live(i) == 2),
+            "everyone sees both others"
+        );
+        net.wakes = vec![0; 3];
+        net.run(Duration::from_secs(60));
+        // A probe every 5 s, its indirect-probe deadline and the announce-to-down round: about
+        // three deadlines per period. A gossip timer of its own would add 120.
+        for (i, wakes) in net.wakes.iter().enumerate() {
+            assert!(
+                *wakes <= 40,
+                "node {i} woke {wakes} times in a quiet minute"
+            );
+        }
+    }
+
+    #[test]
+    fn a_silent_member_is_marked_down_within_a_few_probe_periods() {
+        let mut net = Net::new(3);
+        net.run(Duration::from_secs(30));
+        net.alive[2] = false;
+        let timing = Timing::default();
+        net.run(3 * timing.probe_period + timing.suspect_after);
+        assert_eq!((net.live(0), net.live(1)), (1, 1));
     }
 }
