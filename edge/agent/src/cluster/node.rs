@@ -75,8 +75,9 @@ impl Settings {
         self.timing.probe_rtt = probe_period * 2 / 5;
         self.timing.suspect_after = down_after;
         self.lease.duration = lease;
-        self.lease.renew_every = lease / 3;
-        self.lease.guard = lease / 10;
+        self.lease.renew_every = lease * 3 / 5;
+        self.lease.guard = lease * 3 / 50;
+        self.lease.resend_every = lease / 10;
         Ok(())
     }
 }
@@ -603,6 +604,9 @@ impl Node {
                     offset,
                 };
                 let vote = self.lease.handle_claim(from, claim, now);
+                if round == 0 || !vote.granted {
+                    tracing::debug!(%from, epoch, round, granted = vote.granted, known_epoch = vote.known_epoch, "lease claim");
+                }
                 self.flush_lease();
                 self.send_datagram(from, &Datagram::Vote(vote));
             }
@@ -611,6 +615,9 @@ impl Node {
                 self.flush_lease();
             }
             Datagram::Vote(vote) => {
+                if vote.round == 0 || !vote.granted {
+                    tracing::debug!(%from, epoch = vote.epoch, round = vote.round, granted = vote.granted, known_epoch = vote.known_epoch, "lease vote");
+                }
                 self.lease.handle_vote(from, vote, now);
                 self.flush_lease();
             }
@@ -825,6 +832,7 @@ impl Node {
                         self.send_datagram(to, &Datagram::Lease(message));
                     }
                 }
+                Output::Send(to, message) => self.send_datagram(to, &Datagram::Lease(message)),
                 Output::StartBot { epoch, offset } => {
                     tracing::info!(epoch, offset, "this node holds the bot lease");
                     self.start_bot(epoch, offset);
