@@ -92,7 +92,15 @@ pub fn quorum(members: usize) -> usize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// Acquire (new epoch) or renew (same epoch) the lease; `offset` is the bot's next update id.
-    Claim { epoch: u64, round: u64, offset: u64 },
+    /// `watch`: the claimant renews with this member every round, so its silence for a lease
+    /// duration means it is gone. A holder renews only with enough members for a quorum, its
+    /// successor first; the others learn of its death from membership, at membership's pace.
+    Claim {
+        epoch: u64,
+        round: u64,
+        offset: u64,
+        watch: bool,
+    },
     /// The holder gives the lease up (stepping down for a better node).
     Release { epoch: u64, offset: u64 },
 }
@@ -104,6 +112,8 @@ pub struct Claim {
     pub round: u64,
     /// The bot's next update id, as the claimant knows it.
     pub offset: u64,
+    /// This member hears every renewal (see [`Message::Claim`]).
+    pub watch: bool,
 }
 
 /// Whether a node has run before: a restarted node cannot know what it promised.
@@ -172,6 +182,8 @@ enum Role {
         /// When to give this claim up and, if still the leader, claim again.
         retry_at: Instant,
         grants: BTreeSet<NodeId>,
+        /// Live members when the claim went out: all were told to watch.
+        told: BTreeSet<NodeId>,
     },
     Holding {
         epoch: u64,
@@ -180,7 +192,9 @@ enum Role {
         round: u64,
         round_sent_at: Instant,
         grants: BTreeSet<NodeId>,
-        /// Live members that have not answered this round yet, and when they next hear it.
+        /// Members this round goes to, and those of them that have not answered yet, and
+        /// when they next hear it.
+        renewed: BTreeSet<NodeId>,
         awaiting: BTreeSet<NodeId>,
         resend_at: Instant,
     },
@@ -215,6 +229,21 @@ pub struct Lease {
     /// granted that claim.
     gone_quiet: BTreeSet<NodeId>,
     outputs: VecDeque<Output>,
+}
+
+/// The members a holder renews with: enough for a quorum (and at least one, so in a network of
+/// two the other node hears the holder), best placed to succeed it first, since the member
+/// that would take over is the one that must notice the holder's silence.
+fn renewal_set(me: NodeId, view: &View, quorum: usize) -> BTreeSet<NodeId> {
+    let mut others: Vec<(bool, u32, NodeId)> = view
+        .live
+        .iter()
+        .filter(|(id, _)| **id != me)
+        .map(|(id, s)| (!s.can_host_bot, s.priority, *id))
+        .collect();
+    others.sort_unstable();
+    let wanted = quorum.saturating_sub(1).max(1);
+    others.into_iter().take(wanted).map(|(.., id)| id).collect()
 }
 
 /// How many lease durations a fenced node waits before it claims again.
@@ -292,10 +321,15 @@ impl Lease {
             epoch,
             round,
             offset,
+            watch,
         } = claim;
         self.gone_quiet.remove(&from);
-        self.claim_heard
-            .insert(from, (epoch, now + self.config.duration));
+        if watch {
+            self.claim_heard
+                .insert(from, (epoch, now + self.config.duration));
+        } else {
+            self.claim_heard.remove(&from);
+        }
         let promise_live = now < self.promise.until;
         let free = !promise_live || self.promise.holder == Some(from);
         let fresh = epoch > self.promise.epoch
@@ -349,12 +383,13 @@ impl Lease {
                 sent_at,
                 retry_at,
                 grants,
+                told,
             } if vote.epoch == *epoch && vote.round == 0 => {
                 if vote.granted {
                     grants.insert(from);
                     if grants.len() >= quorum {
-                        let (epoch, sent_at) = (*epoch, *sent_at);
-                        self.become_holder(epoch, sent_at, now);
+                        let (epoch, sent_at, told) = (*epoch, *sent_at, std::mem::take(told));
+                        self.become_holder(epoch, sent_at, told, now);
                     }
                 } else if vote.known_epoch >= *epoch {
                     self.role = Role::Idle;
@@ -371,6 +406,7 @@ impl Lease {
                 round,
                 round_sent_at,
                 grants,
+                renewed,
                 awaiting,
                 ..
             } if vote.epoch == *epoch => {
@@ -380,8 +416,10 @@ impl Lease {
                 if vote.granted && vote.round == *round {
                     grants.insert(from);
                     if grants.len() >= quorum {
-                        let renewed = *round_sent_at + self.config.duration - self.config.guard;
-                        *valid_until = (*valid_until).max(renewed);
+                        let until = *round_sent_at + self.config.duration - self.config.guard;
+                        *valid_until = (*valid_until).max(until);
+                        // Renewed: members the round widened to need not hear it again.
+                        awaiting.retain(|id| renewed.contains(id));
                     }
                 } else if !vote.granted && vote.known_epoch > *epoch {
                     let epoch = *epoch;
@@ -427,6 +465,7 @@ impl Lease {
                 round,
                 round_sent_at,
                 grants,
+                renewed,
                 awaiting,
                 resend_at,
             } => {
@@ -440,33 +479,46 @@ impl Lease {
                     *round_sent_at = now;
                     *next_renew = now + self.config.renew_every;
                     *resend_at = now + self.config.resend_every;
-                    *awaiting = view
-                        .live
-                        .keys()
-                        .copied()
-                        .filter(|&id| id != self.me)
-                        .collect();
+                    let next = renewal_set(self.me, view, self.quorum);
+                    let offset = self.record.offset;
+                    let claim = |watch| Message::Claim {
+                        epoch,
+                        round: *round,
+                        offset,
+                        watch,
+                    };
+                    // Members dropped from the set are told once not to watch any more.
+                    for &to in renewed.difference(&next) {
+                        self.outputs.push_back(Output::Send(to, claim(false)));
+                    }
+                    for &to in &next {
+                        self.outputs.push_back(Output::Send(to, claim(true)));
+                    }
+                    awaiting.clone_from(&next);
+                    *renewed = next;
                     grants.clear();
                     grants.insert(self.me);
                     if self.quorum <= 1 {
                         *valid_until = now + self.config.duration - self.config.guard;
                     }
-                    let round = *round;
                     self.promise.until = now + self.config.duration;
-                    self.outputs.push_back(Output::Broadcast(Message::Claim {
-                        epoch,
-                        round,
-                        offset: self.record.offset,
-                    }));
                 } else if now >= *resend_at && !awaiting.is_empty() {
                     *resend_at = now + self.config.resend_every;
-                    let claim = Message::Claim {
-                        epoch,
-                        round: *round,
-                        offset: self.record.offset,
-                    };
+                    if grants.len() < self.quorum {
+                        // A member of the set is slow or gone: ask every live member.
+                        let others = view.live.keys().filter(|id| !grants.contains(id));
+                        awaiting.extend(others.filter(|&&id| id != self.me));
+                    }
                     for &to in awaiting.iter() {
-                        self.outputs.push_back(Output::Send(to, claim));
+                        self.outputs.push_back(Output::Send(
+                            to,
+                            Message::Claim {
+                                epoch,
+                                round: *round,
+                                offset: self.record.offset,
+                                watch: renewed.contains(&to),
+                            },
+                        ));
                     }
                 }
             }
@@ -481,7 +533,7 @@ impl Lease {
         if matches!(self.role, Role::Idle) && leader == Some(self.me) && may_claim {
             let promise_free = now >= self.promise.until || self.promise.holder == Some(self.me);
             if promise_free {
-                self.claim(now);
+                self.claim(view, now);
             }
         }
     }
@@ -525,7 +577,9 @@ impl Lease {
         self.outputs.pop_front()
     }
 
-    fn claim(&mut self, now: Instant) {
+    /// Claims a new epoch from every member, all told to watch: the set this node will renew
+    /// with is chosen at its first renewal, and the others are told then to stop watching.
+    fn claim(&mut self, view: &View, now: Instant) {
         let epoch = self.record.epoch.max(self.promise.epoch) + 1;
         self.promise = Promise {
             holder: Some(self.me),
@@ -540,18 +594,37 @@ impl Lease {
             sent_at: now,
             retry_at: now + self.config.renew_every,
             grants,
+            told: view
+                .live
+                .keys()
+                .copied()
+                .filter(|&id| id != self.me)
+                .collect(),
         };
         if self.quorum <= 1 {
-            self.become_holder(epoch, now, now);
+            let told = view
+                .live
+                .keys()
+                .copied()
+                .filter(|&id| id != self.me)
+                .collect();
+            self.become_holder(epoch, now, told, now);
         }
         self.outputs.push_back(Output::Broadcast(Message::Claim {
             epoch,
             round: 0,
             offset: self.record.offset,
+            watch: true,
         }));
     }
 
-    fn become_holder(&mut self, epoch: u64, sent_at: Instant, now: Instant) {
+    fn become_holder(
+        &mut self,
+        epoch: u64,
+        sent_at: Instant,
+        told: BTreeSet<NodeId>,
+        now: Instant,
+    ) {
         let valid_until = sent_at + self.config.duration - self.config.guard;
         if now >= valid_until {
             self.role = Role::Idle;
@@ -567,6 +640,7 @@ impl Lease {
             round: 0,
             round_sent_at: sent_at,
             grants,
+            renewed: told,
             awaiting: BTreeSet::new(),
             resend_at: sent_at + self.config.renew_every,
         };
@@ -658,6 +732,8 @@ mod tests {
         detect: Duration,
         /// Latency added on one direction of a link, to reorder messages.
         slow_links: BTreeMap<(usize, usize), Duration>,
+        /// Claims sent, by receiver.
+        claims_to: BTreeMap<usize, usize>,
     }
 
     impl Sim {
@@ -701,6 +777,7 @@ mod tests {
                 holders: Vec::new(),
                 detect: DETECT,
                 slow_links: BTreeMap::new(),
+                claims_to: BTreeMap::new(),
             }
         }
 
@@ -751,6 +828,7 @@ mod tests {
                         epoch,
                         round,
                         offset,
+                        watch,
                     }) => {
                         let vote = self.nodes[to].lease.handle_claim(
                             from_id,
@@ -758,6 +836,7 @@ mod tests {
                                 epoch,
                                 round,
                                 offset,
+                                watch,
                             },
                             now,
                         );
@@ -789,6 +868,9 @@ mod tests {
         }
 
         fn send(&mut self, from: usize, to: usize, packet: Packet) {
+            if matches!(packet, Packet::Message(Message::Claim { .. })) {
+                *self.claims_to.entry(to).or_default() += 1;
+            }
             if self.loss > 0.0 && self.rng.random_bool(self.loss) {
                 return;
             }
@@ -998,6 +1080,47 @@ mod tests {
     }
 
     #[test]
+    fn the_holder_renews_with_a_quorum_only_its_successor_first() {
+        let mut sim = Sim::new(&[(1, true), (2, true), (3, false), (4, true), (5, true)]);
+        sim.detect = 60 * SECOND;
+        sim.until_holder(0, lease() + SECOND);
+        // The first renewal tells the members left out of the set to stop watching.
+        sim.run(lease());
+        sim.claims_to.clear();
+        sim.run(60 * SECOND);
+        let renew = LeaseConfig::default().renew_every;
+        let rounds = usize::try_from((60 * SECOND).as_millis() / renew.as_millis()).expect("few");
+        // A quorum of five is three: the holder and two members, the successor (node 1) and
+        // the best-placed voter after it (node 3 cannot host the bot, so node 4 comes next).
+        for member in [1, 3] {
+            let got = sim.claims_to.get(&member).copied().unwrap_or(0);
+            assert!((rounds..=rounds + 1).contains(&got), "node {member}: {got}");
+        }
+        for member in [2, 4] {
+            assert_eq!(
+                sim.claims_to.get(&member),
+                None,
+                "node {member} is not renewed"
+            );
+        }
+        // The successor watches: it replaces a dead holder one lease after the last renewal,
+        // long before membership (a minute here) notices.
+        sim.crash(0);
+        let took = sim.until_holder(1, 3 * lease());
+        assert!(took <= lease() + SECOND / 2, "failover took {took:?}");
+    }
+
+    #[test]
+    fn a_holder_whose_successor_dies_renews_with_the_other_members() {
+        let mut sim = Sim::new(&[(1, true), (2, true), (3, true)]);
+        sim.detect = 60 * SECOND;
+        sim.until_holder(0, lease() + SECOND);
+        sim.crash(1);
+        sim.run(50 * SECOND);
+        assert_eq!(sim.holders, [(0, 1)], "one holder, one epoch");
+    }
+
+    #[test]
     fn renewals_lost_on_a_lossy_link_are_resent_and_the_lease_holds() {
         let mut sim = Sim::new(&[(1, true), (2, true), (3, true)]);
         sim.until_holder(0, lease() + SECOND);
@@ -1115,6 +1238,7 @@ mod tests {
                 epoch: 2,
                 round: 0,
                 offset: 0,
+                watch: true,
             },
             now,
         );

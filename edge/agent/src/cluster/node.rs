@@ -597,11 +597,13 @@ impl Node {
                 epoch,
                 round,
                 offset,
+                watch,
             }) => {
                 let claim = Claim {
                     epoch,
                     round,
                     offset,
+                    watch,
                 };
                 let vote = self.lease.handle_claim(from, claim, now);
                 if round == 0 || !vote.granted {
