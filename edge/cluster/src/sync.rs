@@ -10,8 +10,8 @@ use crate::identity::NodeId;
 use crate::shared::Shared;
 use crate::wire::{Request, Response};
 
-/// How often one peer is synced with.
-pub const SYNC_EVERY: Duration = Duration::from_secs(5);
+/// How often one peer is synced with: a backstop (changes are pushed as they happen), so rare.
+pub const SYNC_EVERY: Duration = Duration::from_secs(30);
 
 /// What this node knows of its peers' shared state, and whose turn it is.
 #[derive(Debug)]
