@@ -23,6 +23,8 @@ use constella_tests::{Scratch, Switches, cpu_seconds, wait_until};
 
 const TOKEN: &str = "123456:bench-bot";
 const FAILOVER_RUNS: usize = 20;
+/// The default lease's renewal period (`lease_duration` 5s, renewed every 3/5 of it).
+const RENEW_EVERY: Duration = Duration::from_secs(3);
 const TRAFFIC_WINDOW: Duration = Duration::from_secs(60);
 const IDLE_WINDOW: Duration = Duration::from_secs(30);
 
@@ -91,6 +93,9 @@ fn failover() {
         wait_until("n1 holds the lease and the bot polls", || {
             holder(&nodes[1]).as_deref() == Some("n1") && nodes[0].nodes()["bot_running"] == true
         });
+        // A holder dies at any point of its renewal cycle, not just after taking the lease:
+        // spread the kills evenly over one renewal period (3 s of the default 5 s lease).
+        std::thread::sleep(RENEW_EVERY * run as u32 / FAILOVER_RUNS as u32);
         let killed_wall = SystemTime::now();
         let killed = Instant::now();
         nodes[0].kill();
