@@ -587,28 +587,24 @@ impl Lease {
             until: now + self.config.duration,
         };
         self.observe(Some(self.me), epoch);
-        let mut grants = BTreeSet::new();
-        grants.insert(self.me);
-        self.role = Role::Claiming {
-            epoch,
-            sent_at: now,
-            retry_at: now + self.config.renew_every,
-            grants,
-            told: view
-                .live
-                .keys()
-                .copied()
-                .filter(|&id| id != self.me)
-                .collect(),
-        };
+        let told = view
+            .live
+            .keys()
+            .copied()
+            .filter(|&id| id != self.me)
+            .collect();
         if self.quorum <= 1 {
-            let told = view
-                .live
-                .keys()
-                .copied()
-                .filter(|&id| id != self.me)
-                .collect();
             self.become_holder(epoch, now, told, now);
+        } else {
+            let mut grants = BTreeSet::new();
+            grants.insert(self.me);
+            self.role = Role::Claiming {
+                epoch,
+                sent_at: now,
+                retry_at: now + self.config.renew_every,
+                grants,
+                told,
+            };
         }
         self.outputs.push_back(Output::Broadcast(Message::Claim {
             epoch,
