@@ -76,6 +76,11 @@ impl View {
             .map(|(id, _)| *id)
     }
 
+    /// The live nodes other than `me`.
+    fn others(&self, me: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        self.live.keys().copied().filter(move |&id| id != me)
+    }
+
     fn quorum(&self) -> usize {
         quorum(self.members)
     }
@@ -506,8 +511,7 @@ impl Lease {
                     *resend_at = now + self.config.resend_every;
                     if grants.len() < self.quorum {
                         // A member of the set is slow or gone: ask every live member.
-                        let others = view.live.keys().filter(|id| !grants.contains(id));
-                        awaiting.extend(others.filter(|&&id| id != self.me));
+                        awaiting.extend(view.others(self.me).filter(|id| !grants.contains(id)));
                     }
                     for &to in awaiting.iter() {
                         self.outputs.push_back(Output::Send(
@@ -587,12 +591,7 @@ impl Lease {
             until: now + self.config.duration,
         };
         self.observe(Some(self.me), epoch);
-        let told = view
-            .live
-            .keys()
-            .copied()
-            .filter(|&id| id != self.me)
-            .collect();
+        let told = view.others(self.me).collect();
         if self.quorum <= 1 {
             self.become_holder(epoch, now, told, now);
         } else {
