@@ -10,6 +10,8 @@
 //! - control traffic with the overlay: a hub on a public network and NAT'd farms joined from
 //!   one link each; bytes on each namespace's interface (UDP, WireGuard and IP headers
 //!   included) over a quiet minute, per node per day, at 3 and 10 nodes;
+//! - `metered`: the same traffic over five quiet minutes and the failover runs, with the
+//!   `metered` timing profile;
 //! - idle cost: wake-ups per second and CPU of each node over a quiet window, for one and three
 //!   nodes, with and without bot tokens (the bot long-polls a local Bot API server).
 
@@ -19,21 +21,52 @@ use std::time::{Duration, Instant, SystemTime};
 use constella_tests::lab::{Lab, Node, start_network};
 use constella_tests::nat::{NatLab, overlay_network};
 use constella_tests::telegram::FakeTelegram;
-use constella_tests::{Scratch, Switches, cpu_seconds, wait_until};
+use constella_tests::{Scratch, Switches, cpu_seconds, wait_until, wait_within};
+
+/// A timing profile as the agent's `[cluster] profile` names it, with what the bench needs to
+/// know of it.
+#[derive(Clone, Copy)]
+struct Profile {
+    name: &'static str,
+    /// How often the holder renews (3/5 of the standard 5 s lease, 5/7 of the metered 28 s).
+    renew_every: Duration,
+    /// Longer than a failover can take.
+    patience: Duration,
+    /// A quiet window that holds whole rounds of everything periodic (the metered profile
+    /// syncs every 5 minutes).
+    traffic_window: Duration,
+}
+
+const STANDARD: Profile = Profile {
+    name: "standard",
+    renew_every: Duration::from_secs(3),
+    patience: Duration::from_secs(30),
+    traffic_window: Duration::from_secs(60),
+};
+const METERED: Profile = Profile {
+    name: "metered",
+    renew_every: Duration::from_secs(20),
+    patience: Duration::from_secs(90),
+    traffic_window: Duration::from_secs(300),
+};
 
 const TOKEN: &str = "123456:bench-bot";
 const FAILOVER_RUNS: usize = 20;
-/// The default lease's renewal period (`lease_duration` 5s, renewed every 3/5 of it).
-const RENEW_EVERY: Duration = Duration::from_secs(3);
 const TRAFFIC_WINDOW: Duration = Duration::from_secs(60);
 const IDLE_WINDOW: Duration = Duration::from_secs(30);
 
-/// `cargo bench -p constella-tests --bench cluster [-- failover|traffic|overlay|idle|SIZE…]`.
+/// `cargo bench -p constella-tests --bench cluster [-- failover|traffic|overlay|metered|idle|SIZE…]`.
 fn main() {
     let wanted = constella_tests::bench_parts();
     let run = |part: &str| wanted.is_empty() || wanted.iter().any(|w| w == part);
     if run("failover") {
-        failover();
+        failover(STANDARD);
+    }
+    if run("metered") {
+        for size in [3, 10] {
+            overlay_traffic(size, METERED);
+        }
+        failover(METERED);
     }
     if run("idle") {
         for size in [1, 3] {
@@ -43,7 +76,7 @@ fn main() {
     }
     if run("overlay") {
         for size in [3, 10] {
-            overlay_traffic(size);
+            overlay_traffic(size, STANDARD);
         }
     }
     if run("traffic") || wanted.iter().any(|w| w.parse::<usize>().is_ok()) {
@@ -80,30 +113,39 @@ fn took_lease_at(node: &Node, since: SystemTime) -> Option<SystemTime> {
         .find(|at| *at > since)
 }
 
-fn failover() {
+fn failover(profile: Profile) {
     let lab = Lab::new(3);
     let telegram = FakeTelegram::serve(lab.service_listener(8081), TOKEN);
     let scratch = Scratch::new("bench-failover");
     let dirs: Vec<_> = (1..=3).map(|i| scratch.0.join(format!("n{i}"))).collect();
-    let extra = format!("[cluster]\nbot_api = \"{}\"\n", telegram.url());
+    let extra = format!(
+        "[cluster]\nprofile = \"{}\"\nbot_api = \"{}\"\n",
+        profile.name,
+        telegram.url()
+    );
     let mut nodes = start_network(&lab, &dirs, &names(3), &extra, Some(TOKEN));
     let mut to_holder = Vec::new();
     let mut to_polling = Vec::new();
     for run in 0..FAILOVER_RUNS {
-        wait_until("n1 holds the lease and the bot polls", || {
-            holder(&nodes[1]).as_deref() == Some("n1") && nodes[0].nodes()["bot_running"] == true
-        });
+        wait_within(
+            profile.patience,
+            "n1 holds the lease and the bot polls",
+            || {
+                holder(&nodes[1]).as_deref() == Some("n1")
+                    && nodes[0].nodes()["bot_running"] == true
+            },
+        );
         // A holder dies at any point of its renewal cycle, not just after taking the lease:
-        // spread the kills evenly over one renewal period (3 s of the default 5 s lease).
-        std::thread::sleep(RENEW_EVERY * run as u32 / FAILOVER_RUNS as u32);
+        // spread the kills evenly over one renewal period.
+        std::thread::sleep(profile.renew_every * run as u32 / FAILOVER_RUNS as u32);
         let killed_wall = SystemTime::now();
         let killed = Instant::now();
         nodes[0].kill();
-        wait_until("n2 takes the lease", || {
+        wait_within(profile.patience, "n2 takes the lease", || {
             took_lease_at(&nodes[1], killed_wall).is_some()
         });
         let n2: IpAddr = lab.addr(2).parse().expect("ip");
-        wait_until("n2 polls Telegram", || {
+        wait_within(profile.patience, "n2 polls Telegram", || {
             telegram
                 .polls()
                 .iter()
@@ -126,7 +168,8 @@ fn failover() {
     let (h_med, h_max) = median_max(&mut to_holder);
     let (p_med, p_max) = median_max(&mut to_polling);
     println!(
-        "| Failover, holder SIGKILLed, 3 nodes, default timing ({FAILOVER_RUNS} runs): new lease holder | median {:.2} s, max {:.2} s | reference Constella: 15–17 s | {:.1}× faster (median vs 15 s) |",
+        "| Failover, holder SIGKILLed, 3 nodes, {} profile ({FAILOVER_RUNS} runs): new lease holder | median {:.2} s, max {:.2} s | reference Constella: 15–17 s | {:.1}× faster (median vs 15 s) |",
+        profile.name,
         h_med.as_secs_f64(),
         h_max.as_secs_f64(),
         15.0 / h_med.as_secs_f64()
@@ -199,12 +242,23 @@ fn traffic(size: usize) {
 
 /// Idle traffic of an overlay network: `size - 1` farms behind NAT and the hub, which holds the
 /// lease (a VPS is where the leader belongs) and relays everything between farms.
-fn overlay_traffic(size: usize) {
+fn overlay_traffic(size: usize, profile: Profile) {
     let lab = NatLab::new(size - 1);
     let scratch = Scratch::new("bench-overlay-traffic");
     let dirs: Vec<_> = (0..size).map(|i| scratch.0.join(format!("n{i}"))).collect();
-    let extra = "[cluster]\nbot_api = \"http://127.0.0.1:9\"\n";
-    let mut nodes = overlay_network(&lab, &dirs, &names(size), extra, (Some(TOKEN), Some(TOKEN)));
+    let extra = format!(
+        "[cluster]\nprofile = \"{}\"\nbot_api = \"http://127.0.0.1:9\"\n",
+        profile.name
+    );
+    let extra = extra.as_str();
+    let mut nodes = overlay_network(
+        &lab,
+        &dirs,
+        &names(size),
+        extra,
+        (Some(TOKEN), Some(TOKEN)),
+        &[],
+    );
     wait_until("the hub holds the lease", || {
         holder(&nodes[0]).as_deref() == Some("n1")
     });
@@ -213,7 +267,7 @@ fn overlay_traffic(size: usize) {
         .collect();
     let before: Vec<u64> = namespaces.iter().map(|ns| namespace_bytes(ns)).collect();
     let start = Instant::now();
-    std::thread::sleep(TRAFFIC_WINDOW);
+    std::thread::sleep(profile.traffic_window);
     let seconds = start.elapsed().as_secs_f64();
     let moved: Vec<u64> = namespaces
         .iter()
@@ -225,8 +279,9 @@ fn overlay_traffic(size: usize) {
     let farm_mean = farms.iter().sum::<u64>() / farms.len() as u64;
     let busiest_farm = farms.iter().copied().max().unwrap_or(0);
     println!(
-        "| Control traffic with the overlay, {size} nodes (hub + {} NAT'd farms), idle ({seconds:.0} s measured) | a farm {:.1} MB per day on the wire (busiest farm {:.1}); the hub, lease holder and relay, {:.1} MB/day | — | — |",
+        "| Control traffic with the overlay, {size} nodes (hub + {} NAT'd farms), {} profile, idle ({seconds:.0} s measured) | a farm {:.1} MB per day on the wire (busiest farm {:.1}); the hub, lease holder and relay, {:.1} MB/day | — | — |",
         size - 1,
+        profile.name,
         per_day(farm_mean),
         per_day(busiest_farm),
         per_day(moved[0]),

@@ -76,12 +76,18 @@ pub fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(what: &str,
 
 /// Waits until `check` returns true, polling every 50 ms; panics with `what` after `PATIENCE`.
 #[track_caller]
-pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
+pub fn wait_until(what: &str, check: impl FnMut() -> bool) {
+    wait_within(PATIENCE, what, check);
+}
+
+/// `wait_until` with a deadline of its own, for what is slow by design (a long lease).
+#[track_caller]
+pub fn wait_within(patience: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience;
     while !check() {
         assert!(
             Instant::now() < deadline,
-            "timed out after {PATIENCE:?} waiting for {what}"
+            "timed out after {patience:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

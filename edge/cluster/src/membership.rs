@@ -16,10 +16,10 @@ use crate::identity::NodeId;
 /// Failure-detection timing. A silent node is declared down after about
 /// `probe_period + suspect_after` (plus up to one probe period before it is probed).
 ///
-/// The default probes every 5 s: each probe is a ping and an ack each way, the largest share of
-/// an idle node's traffic and wake-ups, and the bot's failover does not wait for it (a holder
-/// whose renewals stop is left out of the election when its lease lapses, see `lease.rs`), so
-/// only the table's up/down status follows this pace.
+/// The default probes every 12 s: each probe is a ping and an ack each way, the largest share
+/// of an idle member's traffic and wake-ups, and the bot's failover does not wait for it (a
+/// holder whose renewals stop is left out of the election when its lease lapses, see
+/// `lease.rs`), so only the table's up/down status follows this pace.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
     pub probe_period: Duration,
@@ -30,8 +30,8 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            probe_period: Duration::from_millis(5000),
-            probe_rtt: Duration::from_millis(2000),
+            probe_period: Duration::from_secs(12),
+            probe_rtt: Duration::from_millis(4800),
             suspect_after: Duration::from_millis(1000),
         }
     }
@@ -289,11 +289,12 @@ mod tests {
         );
         net.wakes = vec![0; 3];
         net.run(Duration::from_secs(60));
-        // A probe every 5 s, its indirect-probe deadline and the announce-to-down round: about
-        // three deadlines per period. A gossip timer of its own would add 120.
+        // A probe every 12 s, its round-trip and indirect-probe deadlines and the
+        // announce-to-down round: about four deadlines per period. A gossip timer of its own
+        // would add 120.
         for (i, wakes) in net.wakes.iter().enumerate() {
             assert!(
-                *wakes <= 40,
+                *wakes <= 25,
                 "node {i} woke {wakes} times in a quiet minute"
             );
         }

@@ -1,4 +1,4 @@
-//! Anti-entropy, sans-IO: every `SYNC_EVERY` a node offers its shared state's digest to one peer
+//! Anti-entropy, sans-IO: every round (60 s by default) a node offers its shared state's digest to one peer
 //! in turn, sending the whole state only when that peer's last known digest differs. Joins,
 //! invites and removals are pushed to every peer at once (`push_all`); this is the backstop that
 //! repairs whatever a lost push missed.
@@ -10,24 +10,25 @@ use crate::identity::NodeId;
 use crate::shared::Shared;
 use crate::wire::{Request, Response};
 
-/// How often one peer is synced with: a backstop (changes are pushed as they happen), so rare.
-pub const SYNC_EVERY: Duration = Duration::from_secs(30);
-
 /// What this node knows of its peers' shared state, and whose turn it is.
 #[derive(Debug)]
 pub struct AntiEntropy {
     peer_digest: BTreeMap<NodeId, [u8; 32]>,
     turn: usize,
     next_sync: Instant,
+    /// How often one peer is synced with: a backstop (changes are pushed as they happen), so
+    /// rare.
+    every: Duration,
 }
 
 impl AntiEntropy {
-    /// The first round is due at `now`.
-    pub fn new(now: Instant) -> AntiEntropy {
+    /// The first round is due at `now`, then one every `every`.
+    pub fn new(now: Instant, every: Duration) -> AntiEntropy {
         AntiEntropy {
             peer_digest: BTreeMap::new(),
             turn: 0,
             next_sync: now,
+            every,
         }
     }
 
@@ -41,7 +42,7 @@ impl AntiEntropy {
         if now < self.next_sync {
             return None;
         }
-        self.next_sync = now + SYNC_EVERY;
+        self.next_sync = now + self.every;
         if others.is_empty() {
             return None;
         }
@@ -102,15 +103,16 @@ mod tests {
     #[test]
     fn one_peer_per_round_in_turn_and_nothing_between_rounds() {
         let start = Instant::now();
-        let mut sync = AntiEntropy::new(start);
+        let every = Duration::from_secs(30);
+        let mut sync = AntiEntropy::new(start, every);
         let others = ids(3);
         let mut picked = Vec::new();
         let mut now = start;
         for _ in 0..6 {
             picked.push(sync.handle_timeout(now, &others).expect("a round is due"));
             assert_eq!(sync.handle_timeout(now, &others), None, "not due again yet");
-            assert_eq!(sync.poll_timeout(), Some(now + SYNC_EVERY));
-            now += SYNC_EVERY;
+            assert_eq!(sync.poll_timeout(), Some(now + every));
+            now += every;
         }
         assert_eq!(picked[..3], [others[1], others[2], others[0]]);
         assert_eq!(picked[3..], picked[..3]);
@@ -119,7 +121,7 @@ mod tests {
 
     #[test]
     fn the_state_travels_only_where_the_digest_differs() {
-        let mut sync = AntiEntropy::new(Instant::now());
+        let mut sync = AntiEntropy::new(Instant::now(), Duration::from_secs(30));
         let peer = NodeId([1; 16]);
         let mine = Shared::default();
         assert!(carries_state(&sync.request(peer, &mine)), "unknown digest");

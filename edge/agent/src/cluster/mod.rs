@@ -26,7 +26,7 @@ pub(crate) use constella_cluster::wire::{Call, Method};
 pub(crate) use netstate::exists;
 pub(crate) use node::unix_now;
 pub(crate) use node::{
-    BotEvent, BotExit, BotTurn, Command, DeviceGrant, Event, Handle, LocalCall, Settings,
+    BotEvent, BotExit, BotTurn, Command, DeviceGrant, Event, Handle, LocalCall, Profile, Settings,
 };
 pub(crate) use overlay::{KEEPALIVE, View as OverlayView};
 pub(crate) use setup::{
@@ -185,5 +185,6 @@ fn overlay_place(dir: &Path) -> anyhow::Result<Option<overlay::Place>> {
         network,
         listen: settings.listen.clone(),
         interface: settings.interface.clone(),
+        tun: settings.tun,
     }))
 }

@@ -1,25 +1,38 @@
-//! `[cluster]`: failure detection and lease timing, the reboot command, the Bot API's address.
+//! `[cluster]`: the timing profile, failure detection and lease timing, the reboot command, the Bot API's address.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{Invalid, positive_duration};
-use crate::cluster::Settings;
+use crate::cluster::{Profile, Settings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ClusterFile {
     reboot_command: Option<Vec<String>>,
+    profile: Option<String>,
     probe_period: Option<String>,
     down_after: Option<String>,
     lease_duration: Option<String>,
     bot_api: Option<String>,
 }
 
-/// The checked section, over the defaults.
+/// The checked section, over the defaults of its timing profile: explicit timing keys win.
 pub(super) fn parse(raw: ClusterFile) -> Result<Settings, Invalid> {
-    let mut cluster = Settings::default();
+    let profile = match raw.profile.as_deref() {
+        None => Profile::Standard,
+        Some(name) => Profile::parse(name).ok_or_else(|| {
+            Invalid::new(
+                "cluster.profile",
+                format!(
+                    "`{name}` is not a timing profile; choose one of {}",
+                    Profile::NAMES.join(", ")
+                ),
+            )
+        })?,
+    };
+    let mut cluster = Settings::for_profile(profile);
     if let Some(command) = raw.reboot_command {
         if command.is_empty() || command[0].is_empty() {
             return Err(Invalid::new(

@@ -371,6 +371,11 @@ unit = 3
                 "history.max_size_mb: 17592186044416 is outside 1–1048576 (1 TiB)",
             ),
             (
+                "[api]",
+                "[cluster]\nprofile = \"lte\"\n[api]",
+                "cluster.profile: `lte` is not a timing profile; choose one of standard, metered",
+            ),
+            (
                 "listen = \"127.0.0.1:4747\"",
                 "listen = \"localhost\"",
                 "api.listen: `localhost` is not an IP:port address",
@@ -397,6 +402,38 @@ unit = 3
             }
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn a_timing_profile_sets_the_defaults_and_explicit_keys_win() {
+        let metered = GOOD.replacen("[api]", "[cluster]\nprofile = \"metered\"\n[api]", 1);
+        let cluster = Config::parse(Path::new("c.toml"), &metered)
+            .expect("valid")
+            .cluster;
+        assert_eq!(cluster.lease.duration, Duration::from_secs(28));
+        assert_eq!(cluster.lease.renew_every, Duration::from_secs(20));
+        assert_eq!(cluster.timing.probe_period, Duration::from_secs(60));
+        assert_eq!(cluster.sync_every, Duration::from_secs(300));
+
+        let overridden = GOOD.replacen(
+            "[api]",
+            "[cluster]\nprofile = \"metered\"\nlease_duration = \"14s\"\n[api]",
+            1,
+        );
+        let cluster = Config::parse(Path::new("c.toml"), &overridden)
+            .expect("valid")
+            .cluster;
+        assert_eq!(cluster.lease.duration, Duration::from_secs(14));
+        assert_eq!(cluster.lease.renew_every, Duration::from_secs(10));
+        assert_eq!(cluster.timing.probe_period, Duration::from_secs(60));
+
+        let standard = Config::parse(Path::new("c.toml"), GOOD)
+            .expect("valid")
+            .cluster;
+        assert_eq!(cluster.profile, crate::cluster::Profile::Metered);
+        assert_eq!(standard.profile, crate::cluster::Profile::Standard);
+        assert_eq!(standard.lease.renew_every, Duration::from_secs(3));
+        assert_eq!(standard.timing.probe_period, Duration::from_secs(12));
     }
 
     #[test]
