@@ -85,7 +85,7 @@ fn constella(lab: &NatLab, scratch: &Scratch) -> Row {
         .iter()
         .map(|name| scratch.0.join(name))
         .collect();
-    let mut nodes = overlay_network(lab, &dirs, &["hub", "farm1"], "", (None, None));
+    let mut nodes = overlay_network(lab, &dirs, &["hub", "farm1"], "", (None, None), &[]);
     let status: OverlayStatus =
         serde_json::from_value(nodes[0].api("GET", routes::OVERLAY)).expect("the hub's overlay");
     let hub_address = status.address.to_string();

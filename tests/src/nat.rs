@@ -222,14 +222,15 @@ pub fn alive(node: &Node<'_>) -> usize {
 
 /// An overlay network in `lab`: the hub (`names[0]`, priority 1, `hub_bot`) initialised on the
 /// public network, then farm `i` (`names[i]`, priority `i + 1`, `farm_bot`) joined from one
-/// link each, with no public address; returned once every node sees every node alive. `extra`
-/// goes into every config file.
+/// link each, with no public address and with `farm_flags` added to `join`; returned once every
+/// node sees every node alive. `extra` goes into every config file.
 pub fn overlay_network<'a>(
     lab: &NatLab,
     dirs: &'a [PathBuf],
     names: &[&'static str],
     extra: &str,
     (hub_bot, farm_bot): (Option<&str>, Option<&str>),
+    farm_flags: &[&str],
 ) -> Vec<Node<'a>> {
     let mut hub = Node::at(
         lab.hub_ns(),
@@ -259,7 +260,9 @@ pub fn overlay_network<'a>(
         );
         let mut farm = Node::at(lab.farm_ns(i), lab.farm_addr(i), name, &dirs[i], extra);
         // One link and nothing else: no --public-addr, no keys, no addresses.
-        let (ok, out) = farm.enroll_with("join", &["--join", &link], farm_bot, i as u32 + 1);
+        let mut join = vec!["--join", &link];
+        join.extend(farm_flags);
+        let (ok, out) = farm.enroll_with("join", &join, farm_bot, i as u32 + 1);
         let hub_log = nodes[0]
             .agent
             .as_ref()

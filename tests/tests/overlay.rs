@@ -22,7 +22,14 @@ fn hub_and_two_farms<'a>(
     dirs: &'a [PathBuf],
     farm_bot: Option<&str>,
 ) -> (Node<'a>, Vec<Node<'a>>) {
-    let mut nodes = overlay_network(lab, dirs, &["hub", "farm1", "farm2"], "", (None, farm_bot));
+    let mut nodes = overlay_network(
+        lab,
+        dirs,
+        &["hub", "farm1", "farm2"],
+        "",
+        (None, farm_bot),
+        &[],
+    );
     let hub = nodes.remove(0);
     (hub, nodes)
 }
@@ -348,6 +355,67 @@ fn the_bot_lease_held_by_a_farm_behind_nat_moves_to_the_other_farm_when_it_dies(
     });
     wait_until("the hub sees farm2 hold it", || holder(&hub).0 == "farm2");
     assert!(!holder(&hub).2, "the hub never runs the bot");
+}
+
+#[test]
+fn with_tun_the_overlay_is_an_interface_the_kernel_pings_and_connects_through() {
+    let lab = NatLab::new(2);
+    let scratch = Scratch::new("overlay-tun");
+    let dirs = node_dirs(&scratch);
+    let names = ["hub", "farm1", "farm2"];
+    let nodes = overlay_network(&lab, &dirs, &names, "", (None, None), &["--tun"]);
+    let (hub, farm1) = (&nodes[0], &nodes[1]);
+    let (hub_ip, farm1_ip, farm2_ip) = (
+        overlay(hub).address.to_string(),
+        address_of(hub, "farm1"),
+        address_of(hub, "farm2"),
+    );
+
+    // `ip a` lists the interface under VPN_INTERFACE_NAME's default, with the overlay address.
+    let (ok, shown) = in_ns(
+        &lab.farm_ns(1),
+        &["ip", "-o", "-4", "addr", "show", "dev", "wg0"],
+    );
+    assert!(
+        ok && shown.contains(&format!("inet {farm1_ip}/24")),
+        "ip a show wg0: {shown}"
+    );
+
+    // The kernel's ping reaches the hub (which has no TUN) and the other farm through the hub;
+    // the agent keeps its own flows (membership stays whole while the kernel has the address).
+    for target in [&hub_ip, &farm2_ip] {
+        let (ok, out) = in_ns(&lab.farm_ns(1), &["ping", "-c", "3", "-W", "10", target]);
+        assert!(ok, "the kernel's ping {target} over wg0: {out}");
+    }
+
+    // A kernel TCP connection through the TUN device: curl from farm1's namespace to farm2's
+    // API on its overlay address, answered by farm2's agent (smoltcp) and read by the kernel.
+    let token = std::fs::read_to_string(dirs[2].join("state/api-token")).expect("a token");
+    let (ok, devices) = in_ns(
+        &lab.farm_ns(1),
+        &[
+            "curl",
+            "-sf",
+            "-m",
+            "20",
+            "-H",
+            &format!("Authorization: Bearer {}", token.trim()),
+            &format!("http://{farm2_ip}:8400{}", routes::DEVICES),
+        ],
+    );
+    assert!(
+        ok && devices.contains("\"devices\""),
+        "curl over wg0: {devices}"
+    );
+
+    // The agent's own overlay traffic is unaffected: its ping, and every member alive.
+    let (ok, out) = farm1.command(&["ping", "-c", "1", &farm2_ip, "--config", &farm1.config()]);
+    assert!(ok, "constella ping with the TUN up: {out}");
+    wait_until("every node still sees every node alive", || {
+        nodes
+            .iter()
+            .all(|node| constella_tests::nat::alive(node) == names.len())
+    });
 }
 
 #[test]

@@ -158,6 +158,11 @@ pub(crate) struct VpnArgs {
     /// What a client sends through the hub [default: the whole overlay network].
     #[arg(long, env = "VPN_ALLOWED_IPS", value_delimiter = ',')]
     vpn_allowed_ips: Option<Vec<ipnet::Ipv4Net>>,
+    /// Also show the overlay to the operating system as a TUN interface named
+    /// VPN_INTERFACE_NAME, holding this node's overlay address (the agent then needs
+    /// CAP_NET_ADMIN).
+    #[arg(long, env = "VPN_TUN")]
+    tun: bool,
 }
 
 #[derive(Args)]
@@ -553,6 +558,7 @@ impl NodeArgs {
                 hub_public_key: self.vpn.vpn_hub_public_key,
                 address: self.vpn.vpn_address,
                 allowed_ips: self.vpn.vpn_allowed_ips,
+                tun: self.vpn.tun,
             },
         }
     }

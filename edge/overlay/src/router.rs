@@ -87,7 +87,8 @@ pub struct Drops {
     pub unknown_peer: u64,
     /// The tunnel refused it: bad authentication, a replay, an expired session.
     pub rejected: u64,
-    /// Decrypted, but from an address the sender does not own.
+    /// Decrypted, but from an address the sender does not own (or, from the OS interface,
+    /// not from this node's address).
     pub spoofed: u64,
     /// No peer's allowed IPs cover the destination, or that peer has no endpoint yet.
     pub no_route: u64,
@@ -393,6 +394,23 @@ impl Router {
             &mut self.outbound,
             sink,
         );
+    }
+
+    /// A packet the operating system sent into the overlay (through an OS interface). Only
+    /// this node's own address may be its source: the kernel would otherwise send whatever it
+    /// forwards into the tunnel, which peers drop anyway; it counts as spoofed here.
+    pub fn handle_host_packet(&mut self, packet: &[u8], sink: &mut impl Sink) {
+        let ipv4_source = match packet {
+            [first, _, _, _, _, _, _, _, _, _, _, _, a, b, c, d, ..] if first >> 4 == 4 => {
+                Some(Ipv4Addr::new(*a, *b, *c, *d))
+            }
+            _ => None,
+        };
+        if ipv4_source != Some(self.address) {
+            self.drops.spoofed += 1;
+            return;
+        }
+        self.handle_packet(packet, sink);
     }
 
     fn encapsulate_to(

@@ -1,7 +1,8 @@
 //! The async shell: one task that owns the UDP socket and drives the [`Stack`]. It sleeps
 //! until a datagram arrives, the socket can take more, a socket operation asks for a poll, or
 //! the stack's next deadline: an idle overlay wakes about once a second, for WireGuard's
-//! timers, and not otherwise.
+//! timers, and not otherwise. With an OS interface it also moves packets between the TUN
+//! device and the stack, with the same backpressure.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -12,7 +13,9 @@ use ipnet::Ipv4Net;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
+use crate::device::MTU;
 use crate::keys::{PrivateKey, PublicKey};
+use crate::os_interface::OsInterface;
 use crate::ping;
 use crate::router::{Drops, PeerConfig, PeerStatus, Router, RouterError};
 use crate::stack::Stack;
@@ -64,6 +67,9 @@ pub struct Overlay {
 pub struct Runner {
     shared: Arc<Shared>,
     socket: UdpSocket,
+    network: Ipv4Net,
+    /// The optional TUN device sharing this node's overlay address with the kernel.
+    host: Option<OsInterface>,
 }
 
 /// Builds the overlay over an already bound UDP socket (the caller picks address and port).
@@ -74,6 +80,7 @@ pub fn new(config: OverlayConfig, socket: UdpSocket) -> Result<(Overlay, Runner)
         router.add_peer(peer)?;
     }
     let stack = Stack::new(router, config.network.prefix_len(), now);
+    let network = config.network;
     let shared = Arc::new(Shared {
         stack: Mutex::new(stack),
         wake: Notify::new(),
@@ -82,7 +89,12 @@ pub fn new(config: OverlayConfig, socket: UdpSocket) -> Result<(Overlay, Runner)
         Overlay {
             shared: Arc::clone(&shared),
         },
-        Runner { shared, socket },
+        Runner {
+            shared,
+            socket,
+            network,
+            host: None,
+        },
     ))
 }
 
@@ -150,36 +162,70 @@ impl Runner {
         self.socket.local_addr()
     }
 
-    /// Runs until the UDP socket fails for good.
+    /// Also shows the overlay to the operating system as the TUN interface `name`, holding
+    /// this node's overlay address (needs CAP_NET_ADMIN).
+    pub fn with_os_interface(mut self, name: &str) -> io::Result<Runner> {
+        let address = self.shared.lock().address();
+        self.host = Some(OsInterface::create(name, address, self.network)?);
+        self.shared.lock().enable_host();
+        Ok(self)
+    }
+
+    /// Runs until the UDP socket (or the TUN device) fails for good.
     pub async fn run(self) -> io::Result<()> {
         let mut buffer = vec![0; 65_536];
+        let mut host_buffer = vec![0; MTU];
         loop {
             let now = Instant::now();
-            let (deadline, take_datagrams, blocked) = {
+            let (deadline, take_datagrams, take_host, blocked, host_blocked) = {
                 let mut stack = self.shared.lock();
-                let blocked = loop {
+                let (blocked, host_blocked) = loop {
                     stack.poll(now);
+                    let host_blocked = self.flush_host(&mut stack);
                     match self.flush(&mut stack) {
-                        Flushed::Blocked => break true,
-                        Flushed::Nothing => break false,
+                        Flushed::Blocked => break (true, host_blocked),
+                        Flushed::Nothing => break (false, host_blocked),
                         Flushed::Some => {}
                     }
                 };
-                (stack.poll_timeout(now), stack.can_take_datagram(), blocked)
+                (
+                    stack.poll_timeout(now),
+                    stack.can_take_datagram(),
+                    stack.can_take_host_packet(),
+                    blocked,
+                    host_blocked,
+                )
             };
             let sleep = tokio::time::sleep_until(
                 deadline.map_or_else(far_future, tokio::time::Instant::from_std),
             );
+            let host = self.host.as_ref();
             tokio::select! {
                 ready = self.socket.readable(), if take_datagrams => {
                     ready?;
                     self.receive(&mut buffer);
                 }
                 ready = self.socket.writable(), if blocked => ready?,
+                read = read_host(host, &mut host_buffer, &self.shared), if take_host => read?,
+                ready = host_writable(host), if host_blocked => ready?,
                 () = self.shared.wake.notified() => {}
                 () = sleep => {}
             }
         }
+    }
+
+    /// Hands the kernel what arrived for it; `true` when the TUN device is full.
+    fn flush_host(&self, stack: &mut Stack) -> bool {
+        let Some(host) = &self.host else {
+            return false;
+        };
+        while let Some(packet) = stack.next_host_packet() {
+            if !host.try_send(packet) {
+                return true;
+            }
+            stack.pop_host_packet();
+        }
+        false
     }
 
     fn receive(&self, buffer: &mut [u8]) {
@@ -215,6 +261,30 @@ impl Runner {
         } else {
             Flushed::Nothing
         }
+    }
+}
+
+/// Reads a batch of the kernel's packets into the overlay; never ready without a TUN device.
+async fn read_host(
+    host: Option<&OsInterface>,
+    buffer: &mut [u8],
+    shared: &Shared,
+) -> io::Result<()> {
+    let Some(host) = host else {
+        return std::future::pending().await;
+    };
+    host.read_batch(buffer, RECEIVE_BATCH, |packet| {
+        let mut stack = shared.lock();
+        stack.handle_host_packet(packet);
+        stack.can_take_host_packet()
+    })
+    .await
+}
+
+async fn host_writable(host: Option<&OsInterface>) -> io::Result<()> {
+    match host {
+        Some(host) => host.writable().await,
+        None => std::future::pending().await,
     }
 }
 

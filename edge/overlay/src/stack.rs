@@ -16,6 +16,7 @@ use smoltcp::socket::{icmp, tcp, udp};
 use smoltcp::wire::{HardwareAddress, IpCidr, IpEndpoint};
 
 use crate::device::QueueDevice;
+use crate::host;
 use crate::router::{Router, Sink};
 
 /// Packets the device holds each way.
@@ -33,7 +34,12 @@ const TCP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Datagrams (and bytes) a UDP socket buffers each way: bursts of small cluster messages.
 const UDP_PACKETS: usize = 64;
 const UDP_BUFFER: usize = 64 * 1024;
-const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 49_152..=65_535;
+/// Local ports for smoltcp's own connections: above Linux's default ephemeral range
+/// (32768–60999), so that with an OS interface sharing the address (`host`) a reply always
+/// reaches the stack that opened the connection.
+pub(crate) const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 61_000..=65_535;
+/// Packets waiting for the OS interface, when there is one.
+const HOST_QUEUE: usize = 256;
 
 pub(crate) struct Datagram {
     pub(crate) to: SocketAddr,
@@ -50,10 +56,18 @@ pub enum StackError {
     PortInUse(u16),
 }
 
-/// The router's outputs land in the outbox and in the device's inbound queue.
+/// The router's outputs land in the outbox and in the device's inbound queue, or in the OS
+/// interface's queue for flows smoltcp does not own.
 struct Outputs<'a> {
     network: &'a mut VecDeque<Datagram>,
     local: &'a mut VecDeque<Vec<u8>>,
+    host: Option<HostOutput<'a>>,
+}
+
+struct HostOutput<'a> {
+    queue: &'a mut VecDeque<Vec<u8>>,
+    sockets: &'a SocketSet<'static>,
+    echo_idents: &'a BTreeMap<SocketHandle, u16>,
 }
 
 impl Sink for Outputs<'_> {
@@ -65,7 +79,12 @@ impl Sink for Outputs<'_> {
     }
 
     fn to_local(&mut self, packet: &[u8]) {
-        self.local.push_back(packet.to_vec());
+        match &mut self.host {
+            Some(host) if !host::belongs_to_stack(packet, host.sockets, host.echo_idents) => {
+                host.queue.push_back(packet.to_vec());
+            }
+            _ => self.local.push_back(packet.to_vec()),
+        }
     }
 }
 
@@ -82,6 +101,10 @@ pub(crate) struct Stack {
     closing: Vec<SocketHandle>,
     tcp_sockets: usize,
     last_port: u16,
+    /// ICMP sockets and the echo identifier each is bound to.
+    echo_idents: BTreeMap<SocketHandle, u16>,
+    /// Packets for the OS interface; `None` without one.
+    host: Option<VecDeque<Vec<u8>>>,
 }
 
 impl Stack {
@@ -110,6 +133,8 @@ impl Stack {
             closing: Vec::new(),
             tcp_sockets: 0,
             last_port: *EPHEMERAL_PORTS.end(),
+            echo_idents: BTreeMap::new(),
+            host: None,
         }
     }
 
@@ -120,16 +145,57 @@ impl Stack {
 
     /// Whether the next datagram can be taken in without overfilling a queue.
     pub(crate) fn can_take_datagram(&self) -> bool {
-        self.device.inbound_has_room() && self.outbox.len() < OUTBOX
+        self.device.inbound_has_room()
+            && self.outbox.len() < OUTBOX
+            && self
+                .host
+                .as_ref()
+                .is_none_or(|queue| queue.len() < HOST_QUEUE)
     }
 
     pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         let mut outputs = Outputs {
             network: &mut self.outbox,
             local: &mut self.device.inbound,
+            host: self.host.as_mut().map(|queue| HostOutput {
+                queue,
+                sockets: &self.sockets,
+                echo_idents: &self.echo_idents,
+            }),
         };
         self.router
             .handle_datagram(now, from, datagram, &mut outputs);
+    }
+
+    /// From now on packets for this node that smoltcp does not own go to the OS interface.
+    pub(crate) fn enable_host(&mut self) {
+        self.host
+            .get_or_insert_with(|| VecDeque::with_capacity(HOST_QUEUE));
+    }
+
+    /// Whether a packet from the OS interface can be taken in: it can produce a datagram.
+    pub(crate) fn can_take_host_packet(&self) -> bool {
+        self.outbox.len() < OUTBOX
+    }
+
+    /// A packet the kernel sent into the overlay.
+    pub(crate) fn handle_host_packet(&mut self, packet: &[u8]) {
+        let mut outputs = Outputs {
+            network: &mut self.outbox,
+            local: &mut self.device.inbound,
+            host: None,
+        };
+        self.router.handle_host_packet(packet, &mut outputs);
+    }
+
+    pub(crate) fn next_host_packet(&self) -> Option<&[u8]> {
+        self.host.as_ref()?.front().map(Vec::as_slice)
+    }
+
+    pub(crate) fn pop_host_packet(&mut self) {
+        if let Some(queue) = &mut self.host {
+            queue.pop_front();
+        }
     }
 
     /// Moves everything that can move: packets into and out of smoltcp, timers, reaping.
@@ -142,9 +208,11 @@ impl Stack {
                 let Some(packet) = self.device.outbound.pop_front() else {
                     break;
                 };
+                // smoltcp's packets to this node's own address come straight back to it.
                 let mut outputs = Outputs {
                     network: &mut self.outbox,
                     local: &mut self.device.inbound,
+                    host: None,
                 };
                 self.router.handle_packet(&packet, &mut outputs);
                 moved = true;
@@ -158,6 +226,11 @@ impl Stack {
         let mut outputs = Outputs {
             network: &mut self.outbox,
             local: &mut self.device.inbound,
+            host: self.host.as_mut().map(|queue| HostOutput {
+                queue,
+                sockets: &self.sockets,
+                echo_idents: &self.echo_idents,
+            }),
         };
         self.router.handle_timeout(now, &mut outputs);
         self.reap();
@@ -306,6 +379,7 @@ impl Stack {
                 self.closing.push(handle);
             }
             _ => {
+                self.echo_idents.remove(&handle);
                 self.sockets.remove(handle);
             }
         }
@@ -353,7 +427,9 @@ impl Stack {
         socket
             .bind(icmp::Endpoint::Ident(ident))
             .expect("a nonzero ident binds");
-        self.sockets.add(socket)
+        let handle = self.sockets.add(socket);
+        self.echo_idents.insert(handle, ident);
+        handle
     }
 
     pub(crate) fn checksums(&self) -> smoltcp::phy::ChecksumCapabilities {

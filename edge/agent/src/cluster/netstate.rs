@@ -66,6 +66,9 @@ pub(crate) struct OverlaySettings {
     pub(crate) interface: String,
     /// The UDP socket's address: the hub's public port, or port 0 on a client.
     pub(crate) listen: String,
+    /// Whether the overlay is also a TUN interface of the operating system (`--tun`).
+    #[serde(default)]
+    pub(crate) tun: bool,
 }
 
 /// `secrets.json`.

@@ -59,6 +59,8 @@ pub(crate) struct OverlayOptions {
     pub(crate) hub_public_key: Option<String>,
     pub(crate) address: Option<Ipv4Addr>,
     pub(crate) allowed_ips: Option<Vec<Ipv4Net>>,
+    /// Also a TUN interface named `interface` (`--tun`).
+    pub(crate) tun: bool,
 }
 
 pub(crate) struct InitOptions {
@@ -114,6 +116,7 @@ pub(crate) fn init(options: InitOptions) -> anyhow::Result<(String, NodeId)> {
             let settings = OverlaySettings {
                 interface: vpn.interface.clone(),
                 listen: format!("0.0.0.0:{}", vpn.listen_port),
+                tun: vpn.tun,
             };
             (format!("{address}:{port}"), Some((info, settings, key)))
         }
@@ -176,6 +179,7 @@ pub(crate) async fn join(options: JoinOptions) -> anyhow::Result<(String, NodeId
             let settings = OverlaySettings {
                 interface: vpn.interface.clone(),
                 listen: "0.0.0.0:0".into(),
+                tun: vpn.tun,
             };
             (
                 info,

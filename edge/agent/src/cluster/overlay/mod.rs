@@ -28,6 +28,8 @@ pub(crate) struct Place {
     pub(crate) listen: String,
     /// The name `wg show` gives the interface.
     pub(crate) interface: String,
+    /// Also a TUN interface of that name.
+    pub(crate) tun: bool,
 }
 
 /// A started overlay: the handle, and the runner to spawn.
@@ -58,6 +60,11 @@ pub(crate) async fn start(place: Place) -> anyhow::Result<Started> {
         },
         socket,
     )?;
+    let runner = if place.tun {
+        runner.with_os_interface(&place.interface)?
+    } else {
+        runner
+    };
     Ok(Started {
         overlay,
         network: place.network,
