@@ -58,6 +58,28 @@ fn address_of(node: &Node<'_>, name: &str) -> String {
         .to_string()
 }
 
+/// The kernel's curl, in namespace `ns`, gets `/api/v1/devices` from the node whose directory
+/// is `dir` at its overlay address `address`, with that node's token.
+fn curl_devices(ns: &str, dir: &std::path::Path, address: &str) {
+    let token = std::fs::read_to_string(dir.join("state/api-token")).expect("a token");
+    let (ok, devices) = in_ns(
+        ns,
+        &[
+            "curl",
+            "-sf",
+            "-m",
+            "20",
+            "-H",
+            &format!("Authorization: Bearer {}", token.trim()),
+            &format!("http://{address}:8400{}", routes::DEVICES),
+        ],
+    );
+    assert!(
+        ok && devices.contains("\"devices\""),
+        "curl {address} /api/v1/devices from {ns}: {devices}"
+    );
+}
+
 /// `constella wg add-device NAME` run on `node`; its wg-quick configuration, once the hub has
 /// made the device a peer.
 fn add_device(node: &Node<'_>, hub: &Node<'_>, name: &str) -> String {
@@ -243,23 +265,7 @@ fn a_standard_wireguard_device_from_add_device_reaches_a_farm_through_the_hub_un
     let farm2 = address_of(&hub, "farm2");
     let (ok, out) = in_ns(&outsider, &["ping", "-c", "3", "-W", "10", &farm2]);
     assert!(ok, "ping {farm2} from the device: {out}");
-    let token = std::fs::read_to_string(dirs[2].join("state/api-token")).expect("a token");
-    let (ok, devices) = in_ns(
-        &outsider,
-        &[
-            "curl",
-            "-sf",
-            "-m",
-            "20",
-            "-H",
-            &format!("Authorization: Bearer {}", token.trim()),
-            &format!("http://{farm2}:8400{}", routes::DEVICES),
-        ],
-    );
-    assert!(
-        ok && devices.contains("\"devices\""),
-        "curl /api/v1/devices: {devices}"
-    );
+    curl_devices(&outsider, &dirs[2], &farm2);
     assert!(
         overlay(&farms[0])
             .members
@@ -390,23 +396,7 @@ fn with_tun_the_overlay_is_an_interface_the_kernel_pings_and_connects_through() 
 
     // A kernel TCP connection through the TUN device: curl from farm1's namespace to farm2's
     // API on its overlay address, answered by farm2's agent (smoltcp) and read by the kernel.
-    let token = std::fs::read_to_string(dirs[2].join("state/api-token")).expect("a token");
-    let (ok, devices) = in_ns(
-        &lab.farm_ns(1),
-        &[
-            "curl",
-            "-sf",
-            "-m",
-            "20",
-            "-H",
-            &format!("Authorization: Bearer {}", token.trim()),
-            &format!("http://{farm2_ip}:8400{}", routes::DEVICES),
-        ],
-    );
-    assert!(
-        ok && devices.contains("\"devices\""),
-        "curl over wg0: {devices}"
-    );
+    curl_devices(&lab.farm_ns(1), &dirs[2], &farm2_ip);
 
     // The agent's own overlay traffic is unaffected: its ping, and every member alive.
     let (ok, out) = farm1.command(&["ping", "-c", "1", &farm2_ip, "--config", &farm1.config()]);
