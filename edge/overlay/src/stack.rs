@@ -132,7 +132,10 @@ impl Stack {
             listeners: BTreeMap::new(),
             closing: Vec::new(),
             tcp_sockets: 0,
-            last_port: *EPHEMERAL_PORTS.end(),
+            // A random start, as RFC 6056 advises: a restarted agent (or the joiner's short-lived
+            // enrollment overlay before it) must not reopen the 4-tuple of a connection the
+            // peer still holds from the previous run.
+            last_port: rand::random_range(EPHEMERAL_PORTS),
             echo_idents: BTreeMap::new(),
             host: None,
         }
