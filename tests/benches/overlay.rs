@@ -19,11 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use constella_api::overlay::OverlayStatus;
-use constella_api::routes;
 use constella_tests::lab::Node;
 use constella_tests::nat::{
-    NatLab, aim_speed_test, in_ns, must_in_ns, overlay_network, wireguard_go,
+    NatLab, StandardDevice, add_device, aim_speed_test, in_ns, must_in_ns, overlay_network,
+    overlay_status, wireguard_go,
 };
 use constella_tests::{Proc, Scratch, cpu_seconds, rss_mib};
 
@@ -86,9 +85,7 @@ fn constella(lab: &NatLab, scratch: &Scratch) -> Row {
         .map(|name| scratch.0.join(name))
         .collect();
     let mut nodes = overlay_network(lab, &dirs, &["hub", "farm1"], "", (None, None), &[]);
-    let status: OverlayStatus =
-        serde_json::from_value(nodes[0].api("GET", routes::OVERLAY)).expect("the hub's overlay");
-    let hub_address = status.address.to_string();
+    let hub_address = overlay_status(&nodes[0]).address.to_string();
     aim_speed_test(&mut nodes[1], &hub_address, &dirs[0], (TRANSFER, TRANSFER));
     // One exchange first, so the measured run starts on a live tunnel.
     nodes[1].api("GET", "/api/v1/nodes");
@@ -121,6 +118,7 @@ fn constella(lab: &NatLab, scratch: &Scratch) -> Row {
     std::thread::sleep(Duration::from_secs(5));
     let after: Vec<f64> = pids.iter().map(|&p| rss_mib(p)).collect();
     join_latency(lab, &nodes, &hub_address, &scratch.0.join("farm2"));
+    first_ping_without_session(lab, &nodes, &hub_address, scratch);
     let memory = ["hub", "farm"]
         .iter()
         .enumerate()
@@ -165,9 +163,7 @@ fn join_latency(lab: &NatLab, nodes: &[Node<'_>], hub_address: &str, dir: &Path)
         );
     }
     let replied = started.elapsed();
-    let status: OverlayStatus =
-        serde_json::from_value(nodes[1].api("GET", routes::OVERLAY)).expect("farm1's overlay");
-    let farm1 = status.address.to_string();
+    let farm1 = overlay_status(&nodes[1]).address.to_string();
     let (ok, relayed) = ping(&farm1);
     assert!(ok, "ping farm1: {relayed}");
     let (_, direct) = ping(hub_address);
@@ -185,6 +181,48 @@ fn join_latency(lab: &NatLab, nodes: &[Node<'_>], hub_address: &str, dir: &Path)
         first_rtt(&direct),
         first_rtt(&relayed),
     );
+}
+
+/// A standard WireGuard device with no session, as after an idle spell (a session ends 180 s
+/// after its handshake) and without a keepalive: the kernel's first ping, which waits for the
+/// handshake with the hub, to the hub; then, from a second such device, to farm1 through the
+/// hub.
+fn first_ping_without_session(
+    lab: &NatLab,
+    nodes: &[Node<'_>],
+    hub_address: &str,
+    scratch: &Scratch,
+) {
+    let mut firsts = Vec::new();
+    for (name, target) in [
+        ("bench-laptop", hub_address.to_string()),
+        ("bench-phone", overlay_status(&nodes[1]).address.to_string()),
+    ] {
+        let config = add_device(&nodes[1], &nodes[0], name)
+            .lines()
+            .filter(|line| !line.starts_with("PersistentKeepalive"))
+            .map(|line| format!("{line}\n"))
+            .collect::<String>();
+        let ns = lab.outsider_ns(lab.add_outsider());
+        let dir = scratch.0.join(name);
+        std::fs::create_dir_all(&dir).expect("device dir");
+        let _device = StandardDevice::up(&ns, &config, &dir);
+        firsts.push(first_ping_ms(&ns, &target));
+    }
+    println!(
+        "first ping with no session (handshake included), standard device: to the hub {:.2} ms, \
+         to farm1 through the hub {:.2} ms",
+        firsts[0], firsts[1]
+    );
+}
+
+/// The round trip of the kernel's first echo request to `target` from namespace `ns`.
+fn first_ping_ms(ns: &str, target: &str) -> f64 {
+    let (ok, out) = in_ns(ns, &["ping", "-c", "1", "-W", "5", target]);
+    assert!(ok, "ping {target} from {ns}: {out}");
+    out.split_once("time=")
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("a round trip in {out}"))
 }
 
 /// The highest resident set of each process while a run goes on, sampled every 50 ms.
@@ -282,6 +320,8 @@ impl Baseline {
                 &format!("{FARM_TUN}/32"),
             ],
         );
+        // No persistent keepalive: the first ping below then waits for the handshake, as a
+        // Constella device's does; the iperf3 runs keep the NAT mapping alive.
         let endpoint = format!("{}:{BASELINE_PORT}", NatLab::HUB_ADDR);
         must_in_ns(
             &farm_ns,
@@ -297,8 +337,6 @@ impl Baseline {
                 &endpoint,
                 "allowed-ips",
                 "10.77.0.0/24",
-                "persistent-keepalive",
-                "25",
             ],
         );
         for (ns, iface, address) in [
@@ -325,7 +363,10 @@ impl Baseline {
             ],
         );
         iperf.wait_line("iperf3 listens", |l| l.contains("listening").then_some(()));
-        must_in_ns(&farm_ns, &["ping", "-c", "1", "-W", "5", HUB_TUN]);
+        println!(
+            "first ping with no session (handshake included), wireguard-go ↔ wireguard-go: {:.2} ms",
+            first_ping_ms(&farm_ns, HUB_TUN)
+        );
         Baseline {
             hub_ns,
             farm_ns,
@@ -369,6 +410,8 @@ impl Baseline {
         );
         let key = scratch.0.join("onetun.key");
         std::fs::write(&key, &private).expect("key file");
+        // No persistent keepalive: the first ping below then waits for the handshake, as a
+        // Constella device's does; the iperf3 runs keep the NAT mapping alive.
         let endpoint = format!("{}:{BASELINE_PORT}", NatLab::HUB_ADDR);
         let forward = format!("127.0.0.1:15201:{HUB_TUN}:5201");
         let tunnel = Proc::spawn(

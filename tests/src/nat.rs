@@ -347,3 +347,77 @@ pub fn aim_speed_test(
     .expect("write config");
     node.start();
 }
+
+/// A node's overlay as its API reports it.
+pub fn overlay_status(node: &Node<'_>) -> constella_api::overlay::OverlayStatus {
+    let answer = node.api("GET", constella_api::routes::OVERLAY);
+    crate::round_trip::<constella_api::overlay::OverlayStatus>("GET /api/v1/overlay", &answer);
+    serde_json::from_value(answer).expect("an overlay status")
+}
+
+/// `constella wg add-device NAME` run on `node`; its wg-quick configuration, once the hub has
+/// made the device a peer.
+pub fn add_device(node: &Node<'_>, hub: &Node<'_>, name: &str) -> String {
+    let (ok, config) = node.command(&["wg", "add-device", name, "--config", &node.config()]);
+    assert!(ok, "wg add-device: {config}");
+    wait_until("the hub makes the device a peer", || {
+        overlay_status(hub)
+            .peers
+            .iter()
+            .any(|p| p.name.as_deref() == Some(name))
+    });
+    config
+}
+
+/// A standard WireGuard device brought up from `constella wg add-device` output the way the
+/// official tools take it: `wg-quick strip` drops the wg-quick-only lines, `wg setconf` loads
+/// the rest into Debian's `wireguard-go` in namespace `ns`, which routes the overlay through it.
+pub struct StandardDevice {
+    pub iface: String,
+    /// What `wg setconf` loaded, to load again.
+    pub wg_config: PathBuf,
+    _wireguard_go: Proc,
+}
+
+impl StandardDevice {
+    /// `dir` holds the configuration files (the private key's one is 0600).
+    pub fn up(ns: &str, config: &str, dir: &Path) -> StandardDevice {
+        let address = config
+            .lines()
+            .find_map(|l| l.strip_prefix("Address = "))
+            .expect("an Address line")
+            .to_string();
+        let file = dir.join("device.conf");
+        std::fs::write(&file, config).expect("write the config");
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("a private key's file is private");
+        let strip = Command::new("wg-quick")
+            .args(["strip", &file.display().to_string()])
+            .output()
+            .expect("wg-quick (wireguard-tools)");
+        let stripped = String::from_utf8_lossy(&strip.stdout).to_string();
+        assert!(strip.status.success(), "wg-quick strip: {stripped}");
+        let stripped_file = dir.join("device.wg");
+        std::fs::write(&stripped_file, &stripped).expect("write the stripped config");
+        let (process, iface) = wireguard_go(ns, "wgd");
+        let setup: [&[&str]; 4] = [
+            &[
+                "wg",
+                "setconf",
+                &iface,
+                &stripped_file.display().to_string(),
+            ],
+            &["ip", "addr", "add", &address, "dev", &iface],
+            &["ip", "link", "set", &iface, "up"],
+            &["ip", "route", "add", "10.42.0.0/24", "dev", &iface],
+        ];
+        for command in setup {
+            must_in_ns(ns, command);
+        }
+        StandardDevice {
+            iface,
+            wg_config: stripped_file,
+            _wireguard_go: process,
+        }
+    }
+}

@@ -4,16 +4,17 @@
 //! network namespaces; the only underlay traffic a farm can make is to the hub's UDP port.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
-use constella_api::overlay::{OverlayPath, OverlayStatus};
+use constella_api::overlay::OverlayPath;
 use constella_api::routes;
 use constella_overlay::{PrivateKey, PublicKey};
 use constella_tests::lab::{Node, in_netns};
-use constella_tests::nat::{NatLab, aim_speed_test, in_ns, overlay_network, wireguard_go};
-use constella_tests::{Scratch, round_trip, wait_until};
+use constella_tests::nat::{
+    NatLab, StandardDevice, add_device, aim_speed_test, in_ns, overlay_network, overlay_status,
+};
+use constella_tests::{Scratch, wait_until};
 
 /// A hub on the public network and two NAT'd farms joined from one link each, all alive.
 /// `farm_bot` is the farms' bot token (the hub never has one).
@@ -41,16 +42,9 @@ fn node_dirs(scratch: &Scratch) -> Vec<PathBuf> {
         .collect()
 }
 
-/// A node's overlay as its API reports it.
-fn overlay(node: &Node<'_>) -> OverlayStatus {
-    let answer = node.api("GET", routes::OVERLAY);
-    round_trip::<OverlayStatus>("GET /api/v1/overlay", &answer);
-    serde_json::from_value(answer).expect("an overlay status")
-}
-
 /// The overlay address of the member `name`, as `node` sees it.
 fn address_of(node: &Node<'_>, name: &str) -> String {
-    let status = overlay(node);
+    let status = overlay_status(node);
     let member = status.members.iter().find(|m| m.name == name);
     member
         .unwrap_or_else(|| panic!("{name} in {status:?}"))
@@ -78,20 +72,6 @@ fn curl_devices(ns: &str, dir: &std::path::Path, address: &str) {
         ok && devices.contains("\"devices\""),
         "curl {address} /api/v1/devices from {ns}: {devices}"
     );
-}
-
-/// `constella wg add-device NAME` run on `node`; its wg-quick configuration, once the hub has
-/// made the device a peer.
-fn add_device(node: &Node<'_>, hub: &Node<'_>, name: &str) -> String {
-    let (ok, config) = node.command(&["wg", "add-device", name, "--config", &node.config()]);
-    assert!(ok, "wg add-device: {config}");
-    wait_until("the hub makes the device a peer", || {
-        overlay(hub)
-            .peers
-            .iter()
-            .any(|p| p.name.as_deref() == Some(name))
-    });
-    config
 }
 
 #[test]
@@ -166,7 +146,7 @@ fn farms_behind_nat_join_from_one_link_and_reach_each_other_through_the_hub() {
         shown.contains("farm2: relayed by hub") && shown.contains("hub: direct"),
         "paths in\n{shown}"
     );
-    let status = overlay(&hub);
+    let status = overlay_status(&hub);
     let named = |name: &str| status.peers.iter().any(|p| p.name.as_deref() == Some(name));
     assert!(status.hub && named("farm1") && named("farm2"), "{status:?}");
     assert!(
@@ -186,11 +166,11 @@ fn farms_behind_nat_join_from_one_link_and_reach_each_other_through_the_hub() {
 
     // Removing a farm withdraws its WireGuard peer: the hub forgets its key, and the farm's
     // traffic (its own pings included) goes nowhere.
-    let removed_key = overlay(&farms[1]).public_key;
+    let removed_key = overlay_status(&farms[1]).public_key;
     let (ok, out) = hub.command(&["peers", "remove", "farm2", "--config", &hub.config()]);
     assert!(ok, "peers remove: {out}");
     wait_until("the hub drops farm2's WireGuard peer", || {
-        overlay(&hub)
+        overlay_status(&hub)
             .peers
             .iter()
             .all(|p| p.public_key != removed_key)
@@ -222,43 +202,11 @@ fn a_standard_wireguard_device_from_add_device_reaches_a_farm_through_the_hub_un
         config.contains("[Interface]") && config.contains("[Peer]"),
         "{config}"
     );
-    let address = config
-        .lines()
-        .find_map(|l| l.strip_prefix("Address = "))
-        .expect("an Address line")
-        .to_string();
 
-    // The official tools take it as it is: wg-quick strips the wg-quick-only lines, `wg`
-    // loads the rest into wireguard-go, in a namespace on the public network.
+    // The official tools take it as it is, in a namespace on the public network.
     let outsider = lab.outsider_ns(lab.add_outsider());
-    let file = scratch.0.join("laptop.conf");
-    std::fs::write(&file, &config).expect("write the config");
-    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("a private key's file is private");
-    let strip = Command::new("wg-quick")
-        .args(["strip", &file.display().to_string()])
-        .output()
-        .expect("wg-quick (wireguard-tools)");
-    let stripped = String::from_utf8_lossy(&strip.stdout).to_string();
-    assert!(strip.status.success(), "wg-quick strip: {stripped}");
-    let stripped_file = scratch.0.join("laptop.wg");
-    std::fs::write(&stripped_file, &stripped).expect("write the stripped config");
-    let (_wireguard_go, iface) = wireguard_go(&outsider, "wgd");
-    let setup: [&[&str]; 4] = [
-        &[
-            "wg",
-            "setconf",
-            &iface,
-            &stripped_file.display().to_string(),
-        ],
-        &["ip", "addr", "add", &address, "dev", &iface],
-        &["ip", "link", "set", &iface, "up"],
-        &["ip", "route", "add", "10.42.0.0/24", "dev", &iface],
-    ];
-    for command in setup {
-        let (ok, out) = in_ns(&outsider, command);
-        assert!(ok, "{command:?}: {out}");
-    }
+    let device = StandardDevice::up(&outsider, &config, &scratch.0);
+    let iface = &device.iface;
 
     // The kernel's ping reaches farm2 (behind its NAT) through the hub, and curl gets its
     // devices over the overlay with its token.
@@ -267,7 +215,7 @@ fn a_standard_wireguard_device_from_add_device_reaches_a_farm_through_the_hub_un
     assert!(ok, "ping {farm2} from the device: {out}");
     curl_devices(&outsider, &dirs[2], &farm2);
     assert!(
-        overlay(&farms[0])
+        overlay_status(&farms[0])
             .members
             .iter()
             .any(|m| m.name == "laptop" && m.device),
@@ -284,28 +232,28 @@ fn a_standard_wireguard_device_from_add_device_reaches_a_farm_through_the_hub_un
     ]);
     assert!(ok, "wg remove-device: {out}");
     wait_until("the hub drops the device's peer", || {
-        overlay(&hub)
+        overlay_status(&hub)
             .peers
             .iter()
             .all(|p| p.name.as_deref() != Some("laptop"))
     });
-    let before = overlay(&hub).drops;
+    let before = overlay_status(&hub).drops;
     for command in [
         &[
             "wg",
             "set",
-            &iface,
+            iface,
             "peer",
-            &overlay(&hub).public_key,
+            &overlay_status(&hub).public_key,
             "remove",
         ][..],
         &[
             "wg",
             "setconf",
-            &iface,
-            &stripped_file.display().to_string(),
+            iface,
+            &device.wg_config.display().to_string(),
         ][..],
-        &["ip", "route", "replace", "10.42.0.0/24", "dev", &iface][..],
+        &["ip", "route", "replace", "10.42.0.0/24", "dev", iface][..],
     ] {
         let (ok, out) = in_ns(&outsider, command);
         assert!(ok, "{command:?}: {out}");
@@ -313,10 +261,10 @@ fn a_standard_wireguard_device_from_add_device_reaches_a_farm_through_the_hub_un
     let (reached, _) = in_ns(&outsider, &["ping", "-c", "2", "-W", "2", &farm2]);
     assert!(!reached, "a removed device reaches nothing");
     wait_until("the hub refuses the removed key's handshakes", || {
-        let after = overlay(&hub).drops;
+        let after = overlay_status(&hub).drops;
         after.unknown_peer > before.unknown_peer || after.cookies_sent > before.cookies_sent
     });
-    let (_, handshakes) = in_ns(&outsider, &["wg", "show", &iface, "latest-handshakes"]);
+    let (_, handshakes) = in_ns(&outsider, &["wg", "show", iface, "latest-handshakes"]);
     assert!(
         handshakes.split_whitespace().nth(1) == Some("0"),
         "no handshake completes: {handshakes}"
@@ -372,7 +320,7 @@ fn with_tun_the_overlay_is_an_interface_the_kernel_pings_and_connects_through() 
     let nodes = overlay_network(&lab, &dirs, &names, "", (None, None), &["--tun"]);
     let (hub, farm1) = (&nodes[0], &nodes[1]);
     let (hub_ip, farm1_ip, farm2_ip) = (
-        overlay(hub).address.to_string(),
+        overlay_status(hub).address.to_string(),
         address_of(hub, "farm1"),
         address_of(hub, "farm2"),
     );
@@ -496,14 +444,14 @@ fn a_replayed_handshake_is_ignored_and_floods_leave_the_hub_serving_with_flat_me
     let mut answer = [0u8; 256];
     let (length, _) = socket.recv_from(&mut answer).expect("the hub answers");
     assert_eq!((length, answer[0]), (92, 2), "a handshake response");
-    let rejected = overlay(&hub).drops.rejected;
+    let rejected = overlay_status(&hub).drops.rejected;
     socket.send_to(&hello, &hub_wg).expect("send");
     assert!(
         socket.recv_from(&mut answer).is_err(),
         "a replayed initiation gets no answer"
     );
     wait_until("the hub counts the replay", || {
-        overlay(&hub).drops.rejected > rejected
+        overlay_status(&hub).drops.rejected > rejected
     });
 
     // Floods: garbage of every size and initiations from keys nobody admitted. Meanwhile and
@@ -548,10 +496,10 @@ fn a_replayed_handshake_is_ignored_and_floods_leave_the_hub_serving_with_flat_me
     let reached = |drops: &constella_api::overlay::OverlayDrops| {
         drops.malformed >= 2_000 && drops.unknown_peer + drops.cookies_sent >= 400
     };
-    let mut drops = overlay(&hub).drops;
+    let mut drops = overlay_status(&hub).drops;
     let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         wait_until("the flood to reach the hub", || {
-            drops = overlay(&hub).drops;
+            drops = overlay_status(&hub).drops;
             reached(&drops)
         });
     }));
@@ -565,6 +513,6 @@ fn a_replayed_handshake_is_ignored_and_floods_leave_the_hub_serving_with_flat_me
     );
     eprintln!(
         "hub RSS {rss_before} → {rss_after} KiB; drops {:?}",
-        overlay(&hub).drops
+        overlay_status(&hub).drops
     );
 }
