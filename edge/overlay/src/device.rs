@@ -29,8 +29,8 @@ impl QueueDevice {
         }
     }
 
-    pub(crate) fn inbound_has_room(&self) -> bool {
-        self.inbound.len() < self.capacity
+    pub(crate) fn inbound_room(&self) -> usize {
+        self.capacity.saturating_sub(self.inbound.len())
     }
 
     fn outbound_has_room(&self) -> bool {

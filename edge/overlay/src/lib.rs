@@ -5,8 +5,8 @@
 //! The core is sans-IO: [`router`] (the peer table: demux, anti-spoofing, roaming, hub relay)
 //! and `stack` (router plus smoltcp over bounded queues) take datagrams and time and never
 //! touch a socket; `host` decides which arriving packets an OS interface gets. The shell is
-//! [`runner`] (the task that owns the UDP socket), `os_interface` (the optional TUN device),
-//! `tcp`, `udp` and `ping`.
+//! [`runner`] (the task that drives the stack), `underlay` (the UDP socket, with batched
+//! sends and receives), `os_interface` (the optional TUN device), `tcp`, `udp` and `ping`.
 
 mod allowed_ips;
 mod device;
@@ -19,6 +19,7 @@ pub mod runner;
 mod stack;
 mod tcp;
 mod udp;
+mod underlay;
 
 pub use device::MTU;
 pub use keys::{KeyError, PrivateKey, PublicKey};

@@ -21,9 +21,15 @@ use crate::router::{Drops, PeerConfig, PeerStatus, Router, RouterError};
 use crate::stack::Stack;
 use crate::tcp::{TcpListener, TcpStream};
 use crate::udp::UdpSocket as OverlayUdpSocket;
+use crate::underlay::{ReceiveBuffer, Underlay};
 
-/// Datagrams taken in one go before smoltcp gets to answer them.
-const RECEIVE_BATCH: usize = 64;
+/// Receives (each a datagram or a GRO train) taken in one go before smoltcp gets to answer.
+const RECEIVE_BATCH: usize = 16;
+/// Packets read from the OS interface in one go.
+const HOST_BATCH: usize = 64;
+/// The most datagrams one receive can hand over (a GRO train): the queues must have room for
+/// that many before a receive.
+const RECEIVE_ROOM: usize = 64;
 /// Listening sockets kept ready per port: connections that can complete their handshake
 /// while the application has not called `accept` yet.
 const LISTEN_BACKLOG: usize = 4;
@@ -66,7 +72,7 @@ pub struct Overlay {
 #[must_use = "the overlay does nothing until its runner is spawned"]
 pub struct Runner {
     shared: Arc<Shared>,
-    socket: UdpSocket,
+    socket: Underlay,
     network: Ipv4Net,
     /// The optional TUN device sharing this node's overlay address with the kernel.
     host: Option<OsInterface>,
@@ -91,7 +97,7 @@ pub fn new(config: OverlayConfig, socket: UdpSocket) -> Result<(Overlay, Runner)
         },
         Runner {
             shared,
-            socket,
+            socket: Underlay::new(socket),
             network,
             host: None,
         },
@@ -173,7 +179,8 @@ impl Runner {
 
     /// Runs until the UDP socket (or the TUN device) fails for good.
     pub async fn run(self) -> io::Result<()> {
-        let mut buffer = vec![0; 65_536];
+        let mut buffer = ReceiveBuffer::new();
+        let mut train = Vec::new();
         let mut host_buffer = vec![0; MTU];
         loop {
             let now = Instant::now();
@@ -182,7 +189,7 @@ impl Runner {
                 let (blocked, host_blocked) = loop {
                     stack.poll(now);
                     let host_blocked = self.flush_host(&mut stack);
-                    match self.flush(&mut stack) {
+                    match self.flush(&mut stack, &mut train) {
                         Flushed::Blocked => break (true, host_blocked),
                         Flushed::Nothing => break (false, host_blocked),
                         Flushed::Some => {}
@@ -190,7 +197,7 @@ impl Runner {
                 };
                 (
                     stack.poll_timeout(now),
-                    stack.can_take_datagram(),
+                    stack.datagram_room() >= RECEIVE_ROOM,
                     stack.can_take_host_packet(),
                     blocked,
                     host_blocked,
@@ -228,15 +235,18 @@ impl Runner {
         false
     }
 
-    fn receive(&self, buffer: &mut [u8]) {
+    fn receive(&self, buffer: &mut ReceiveBuffer) {
         let mut stack = self.shared.lock();
         let now = Instant::now();
         for _ in 0..RECEIVE_BATCH {
-            if !stack.can_take_datagram() {
+            if stack.datagram_room() < RECEIVE_ROOM {
                 break;
             }
-            match self.socket.try_recv_from(buffer) {
-                Ok((length, from)) => stack.handle_datagram(now, from, &buffer[..length]),
+            let received = self.socket.try_receive(buffer, |from, datagram| {
+                stack.handle_datagram(now, from, datagram);
+            });
+            match received {
+                Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 // An ICMP error for an earlier send (a peer's port closed) surfaces here; it
                 // says nothing about this socket, so keep reading.
@@ -245,16 +255,18 @@ impl Runner {
         }
     }
 
-    fn flush(&self, stack: &mut Stack) -> Flushed {
+    fn flush(&self, stack: &mut Stack, train: &mut Vec<u8>) -> Flushed {
         let mut sent = false;
-        while let Some(datagram) = stack.next_datagram() {
-            match self.socket.try_send_to(&datagram.bytes, datagram.to) {
-                Ok(_) => sent = true,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Flushed::Blocked,
-                // An unreachable endpoint must not hold up datagrams to every other peer.
-                Err(error) => tracing::debug!(to = %datagram.to, %error, "overlay UDP send"),
+        loop {
+            match self.socket.try_send(stack.datagrams(), train) {
+                Ok(0) => break,
+                Ok(count) => {
+                    stack.pop_datagrams(count);
+                    sent = true;
+                }
+                // `try_send` fails only with `WouldBlock`: other errors lose that train.
+                Err(_) => return Flushed::Blocked,
             }
-            stack.pop_datagram();
         }
         if sent {
             Flushed::Some
@@ -273,7 +285,7 @@ async fn read_host(
     let Some(host) = host else {
         return std::future::pending().await;
     };
-    host.read_batch(buffer, RECEIVE_BATCH, |packet| {
+    host.read_batch(buffer, HOST_BATCH, |packet| {
         let mut stack = shared.lock();
         stack.handle_host_packet(packet);
         stack.can_take_host_packet()

@@ -146,14 +146,17 @@ impl Stack {
         smoltcp::time::Instant::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
     }
 
-    /// Whether the next datagram can be taken in without overfilling a queue.
-    pub(crate) fn can_take_datagram(&self) -> bool {
-        self.device.inbound_has_room()
-            && self.outbox.len() < OUTBOX
-            && self
-                .host
-                .as_ref()
-                .is_none_or(|queue| queue.len() < HOST_QUEUE)
+    /// How many datagrams can be taken in without overfilling a queue (each yields at most one
+    /// packet for smoltcp, the outbox or the OS interface).
+    pub(crate) fn datagram_room(&self) -> usize {
+        let host = self
+            .host
+            .as_ref()
+            .map_or(usize::MAX, |queue| HOST_QUEUE.saturating_sub(queue.len()));
+        self.device
+            .inbound_room()
+            .min(OUTBOX.saturating_sub(self.outbox.len()))
+            .min(host)
     }
 
     pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
@@ -257,12 +260,14 @@ impl Stack {
         }
     }
 
-    pub(crate) fn next_datagram(&self) -> Option<&Datagram> {
-        self.outbox.front()
+    /// The datagrams waiting for the UDP socket, oldest first.
+    pub(crate) fn datagrams(&self) -> impl Iterator<Item = &Datagram> + Clone {
+        self.outbox.iter()
     }
 
-    pub(crate) fn pop_datagram(&mut self) {
-        self.outbox.pop_front();
+    /// The socket took the oldest `count`.
+    pub(crate) fn pop_datagrams(&mut self, count: usize) {
+        self.outbox.drain(..count.min(self.outbox.len()));
     }
 
     fn new_tcp_socket(&mut self) -> Result<tcp::Socket<'static>, StackError> {
