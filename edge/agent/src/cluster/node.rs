@@ -895,6 +895,13 @@ impl Node {
             }
             self.state.peers.1.entry(id).or_default().status = status.into();
             self.dirty = true;
+            // A member back from a partition (or a restart) may hold another lease epoch or
+            // miss changes: compare digests now rather than at its next sync turn, a minute
+            // or more away.
+            if matches!(change, Change::Up(_)) && !self.state.removed.contains(&id) {
+                let digest = self.state.shared().digest();
+                self.send_datagram(id, &Datagram::Digest(digest));
+            }
         }
     }
 
