@@ -406,23 +406,20 @@ unit = 3
 
     #[test]
     fn a_timing_profile_sets_the_defaults_and_explicit_keys_win() {
-        let metered = GOOD.replacen("[api]", "[cluster]\nprofile = \"metered\"\n[api]", 1);
-        let cluster = Config::parse(Path::new("c.toml"), &metered)
-            .expect("valid")
-            .cluster;
+        // The example config with a `[cluster]` section holding `keys`.
+        let with_cluster = |keys: &str| {
+            let text = GOOD.replacen("[api]", &format!("[cluster]\n{keys}[api]"), 1);
+            Config::parse(Path::new("c.toml"), &text)
+                .expect("valid")
+                .cluster
+        };
+        let cluster = with_cluster("profile = \"metered\"\n");
         assert_eq!(cluster.lease.duration, Duration::from_secs(28));
         assert_eq!(cluster.lease.renew_every, Duration::from_secs(20));
         assert_eq!(cluster.timing.probe_period, Duration::from_secs(60));
         assert_eq!(cluster.sync_every, Duration::from_secs(300));
 
-        let overridden = GOOD.replacen(
-            "[api]",
-            "[cluster]\nprofile = \"metered\"\nlease_duration = \"14s\"\n[api]",
-            1,
-        );
-        let cluster = Config::parse(Path::new("c.toml"), &overridden)
-            .expect("valid")
-            .cluster;
+        let cluster = with_cluster("profile = \"metered\"\nlease_duration = \"14s\"\n");
         assert_eq!(cluster.lease.duration, Duration::from_secs(14));
         assert_eq!(cluster.lease.renew_every, Duration::from_secs(10));
         assert_eq!(cluster.timing.probe_period, Duration::from_secs(60));
