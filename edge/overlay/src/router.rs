@@ -92,7 +92,8 @@ pub struct Drops {
     pub spoofed: u64,
     /// No peer's allowed IPs cover the destination, or that peer has no endpoint yet.
     pub no_route: u64,
-    /// Cookie replies sent because handshakes came faster than the limiter takes.
+    /// Cookie replies sent because handshakes came faster than a limiter takes: the
+    /// interface's (100 a second from anyone) or a peer's (10 a second from it).
     pub cookies_sent: u64,
 }
 
@@ -313,9 +314,12 @@ impl Router {
                 self.drops.rejected += 1;
             }
             TunnResult::WriteToNetwork(reply) => {
-                // A cookie reply is sent before anything is authenticated; anything else
-                // (a handshake response, queued data) means the datagram was genuine.
-                if !is_cookie_reply(reply) {
+                // A cookie reply is sent before anything is authenticated (here by the
+                // tunnel's own limiter: more than 10 handshakes a second from one peer); anything
+                // else (a handshake response, queued data) means the datagram was genuine.
+                if is_cookie_reply(reply) {
+                    self.drops.cookies_sent += 1;
+                } else {
                     peer.authenticated(from, now);
                 }
                 sink.to_network(from, reply);
