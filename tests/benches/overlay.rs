@@ -217,10 +217,11 @@ fn first_ping_without_session(
 /// Sessions dropped and first pings timed per target.
 const FIRST_PING_SAMPLES: usize = 10;
 
-/// wireguard-go rounds a handshake's TAI64N timestamp down to about 16.8 ms (against timing
-/// leaks), so a second initiation within that window carries the same timestamp and the
-/// responder drops it as a replay: samples are spaced wider than that.
-const HANDSHAKE_SPACING: Duration = Duration::from_millis(50);
+/// Samples are spaced so that each handshake is taken as a real device's would be: a responder
+/// answers more than 10 initiations a second from one peer with a cookie (the sample is then
+/// lost for 5 s), and wireguard-go rounds its TAI64N timestamps down to about 16.8 ms, so two
+/// initiations within that window look like a replay.
+const HANDSHAKE_SPACING: Duration = Duration::from_millis(150);
 
 /// "median M ms, max X ms" of `FIRST_PING_SAMPLES` runs of `sample`, and how many went
 /// unanswered (`None`).
